@@ -1,0 +1,97 @@
+"""Corpus -> clean -> split -> tokenizer -> token cache: everything training reads.
+
+The token streams are encoded once and cached as memory-mapped arrays under
+`data.cache_dir/<key>/`, keyed by the cleaned text, the split and the tokenizer settings,
+so a second run (or a resumed one) starts in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from gptjax.data import cleaning, sources, splits, tokenizers
+from gptjax.errors import UserError
+
+CACHE_VERSION = 1
+
+
+@dataclasses.dataclass
+class Corpus:
+    """Token streams of each split, their tokenizer and how much text they hold."""
+
+    tokenizer: tokenizers.Tokenizer
+    tokens: dict[str, np.ndarray]      # split -> 1-D ids (memory-mapped)
+    chars: dict[str, int]              # split -> characters of text
+    token_bytes: np.ndarray            # id -> UTF-8 bytes it stands for
+    token_chars: np.ndarray            # id -> characters it completes
+    cleaning: dict
+    cache_dir: str
+
+
+def prepare(data_config, seed: int) -> Corpus:
+    docs = sources.load_documents(data_config)
+    docs, clean_stats = cleaning.clean(docs, data_config.clean)
+    if not docs:
+        raise UserError(f"nothing is left of the corpus after cleaning ({sources.describe(data_config)}); "
+                        "lower data.clean.min_chars")
+    key = cache_key(docs, data_config, seed)
+    directory = os.path.join(os.path.expanduser(data_config.cache_dir), key)
+    if not os.path.exists(os.path.join(directory, "meta.json")):
+        build_cache(docs, data_config, seed, clean_stats, directory)
+    return load_cache(directory)
+
+
+def cache_key(docs: list[sources.Document], data_config, seed: int) -> str:
+    h = hashlib.sha256()
+    settings = {k: data_config[k] for k in ("split", "val_fraction", "test_fraction", "tokenizer",
+                                            "vocab_size", "unknown")}
+    settings.update(version=CACHE_VERSION, seed=seed if data_config.split == "documents" else None)
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for d in docs:
+        h.update(len(d.text).to_bytes(8, "little"))
+        h.update(d.text.encode("utf-8"))
+    return h.hexdigest()[:20]
+
+
+def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str) -> None:
+    texts = splits.split_text(docs, data_config.split, data_config.val_fraction,
+                              data_config.test_fraction, seed)
+    if not texts["train"] or not texts["val"]:
+        raise UserError(f"the corpus ({len(''.join(texts.values()))} characters) is too small to give "
+                        "non-empty train and val splits; add text")
+    tok = tokenizers.build_tokenizer(data_config, texts["train"])
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
+    dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+    meta = {"dtype": np.dtype(dtype).name, "chars": {}, "tokens": {}, "cleaning": clean_stats}
+    for name, text in texts.items():
+        ids = tok.encode(text).astype(dtype)
+        ids.tofile(os.path.join(tmp, f"{name}.bin"))
+        meta["chars"][name], meta["tokens"][name] = len(text), int(len(ids))
+    tok.save(os.path.join(tmp, "tokenizer"))
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    try:
+        os.rename(tmp, directory)
+    except OSError:  # another process built the same cache first: same content, keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_cache(directory: str) -> Corpus:
+    with open(os.path.join(directory, "meta.json")) as f:
+        meta = json.load(f)
+    tok = tokenizers.load_tokenizer(os.path.join(directory, "tokenizer"))
+    tokens = {}
+    for name, n in meta["tokens"].items():
+        path = os.path.join(directory, f"{name}.bin")
+        tokens[name] = np.memmap(path, dtype=meta["dtype"], mode="r", shape=(n,)) if n else np.zeros(0, meta["dtype"])
+    token_bytes, token_chars = tokenizers.token_lengths(tok)
+    return Corpus(tok, tokens, meta["chars"], token_bytes, token_chars, meta["cleaning"], directory)

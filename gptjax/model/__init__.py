@@ -1,0 +1,17 @@
+"""Models that the training loop can train: the GPT and the recurrent baselines."""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from gptjax.errors import UserError
+from gptjax.model.gpt import GPT, GPTConfig
+
+KINDS = ("gpt",)
+
+
+def build_model(model_config, vocab_size: int, rngs: nnx.Rngs) -> nnx.Module:
+    """The network `model.kind` names, for a vocabulary of `vocab_size` ids."""
+    if model_config.kind == "gpt":
+        return GPT(GPTConfig.from_config(model_config, vocab_size), rngs=rngs)
+    raise UserError(f"model.kind={model_config.kind!r} is unknown; use one of {KINDS}")

@@ -1,0 +1,83 @@
+"""The optax chain: clip by global norm -> AdamW (or Muon) with a weight-decay mask, on a schedule."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from gptjax.errors import UserError
+
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
+
+
+def learning_rate_schedule(tc) -> optax.Schedule:
+    """Linear warmup, then cosine / linear decay to min_lr_ratio * lr, constant, or
+    warmup-stable-decay (flat, then linear decay over the last decay_fraction of steps)."""
+    peak, floor = tc.learning_rate, tc.learning_rate * tc.min_lr_ratio
+    warmup = min(tc.warmup_steps, tc.steps)
+    rest = max(tc.steps - warmup, 1)
+    if tc.schedule == "cosine":
+        after = optax.cosine_decay_schedule(peak, rest, alpha=tc.min_lr_ratio)
+    elif tc.schedule == "linear":
+        after = optax.linear_schedule(peak, floor, rest)
+    elif tc.schedule == "constant":
+        after = optax.constant_schedule(peak)
+    elif tc.schedule == "wsd":
+        decay = max(int(tc.steps * tc.decay_fraction), 1)
+        after = optax.join_schedules([optax.constant_schedule(peak), optax.linear_schedule(peak, floor, decay)],
+                                     [max(rest - decay, 0)])
+    else:
+        raise UserError(f"train.schedule={tc.schedule!r} is unknown; use one of {SCHEDULES}")
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def decayed(path) -> str:
+    """'kernel', 'embedding' or '' for a parameter's path: what weight decay may apply to."""
+    names = [str(getattr(k, "key", k)) for k in path]
+    if "kernel" in names:
+        return "kernel"
+    if "embedding" in names:
+        return "embedding"
+    return ""
+
+
+def decay_mask(params, decay_embeddings: bool):
+    """True where weight decay applies: matrices, and embeddings only if asked (never norms or biases)."""
+    kinds = ("kernel", "embedding") if decay_embeddings else ("kernel",)
+    return jax.tree_util.tree_map_with_path(lambda path, _: decayed(path) in kinds, params)
+
+
+def build_optimizer(tc, params) -> optax.GradientTransformation:
+    schedule = learning_rate_schedule(tc)
+    mask = decay_mask(params, tc.decay_embeddings)
+    if tc.optimizer == "adamw":
+        core = optax.adamw(schedule, b1=tc.beta1, b2=tc.beta2, eps=tc.eps, weight_decay=tc.weight_decay, mask=mask)
+    elif tc.optimizer == "muon":
+        # Muon orthogonalises the updates of hidden matrices; everything else gets AdamW.
+        core = optax.contrib.muon(schedule, adam_b1=tc.beta1, adam_b2=tc.beta2, eps=tc.eps,
+                                  weight_decay=tc.weight_decay, weight_decay_mask=mask,
+                                  muon_weight_dimension_numbers=muon_dimensions(params))
+    else:
+        raise UserError(f"train.optimizer={tc.optimizer!r} is unknown; use adamw or muon")
+    if tc.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(tc.grad_clip), core)
+    return core
+
+
+def muon_dimensions(params):
+    """Muon for 2-D kernels of hidden layers; None (AdamW) for embeddings, head, norms and biases."""
+    def one(path, p):
+        names = [str(getattr(k, "key", k)) for k in path]
+        hidden = p.ndim == 2 and "kernel" in names and "lm_head" not in names
+        return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=1) if hidden else None
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def penalty(params, tc):
+    """L1 / L2 penalties on the decayed parameters, added to the loss when switched on."""
+    if not (tc.l1 or tc.l2):
+        return 0.0
+    leaves = [p for m, p in zip(jax.tree.leaves(decay_mask(params, tc.decay_embeddings)), jax.tree.leaves(params)) if m]
+    l1 = sum(abs(p).sum() for p in leaves)
+    l2 = sum((p * p).sum() for p in leaves)
+    return tc.l1 * l1 + tc.l2 * l2

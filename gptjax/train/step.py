@@ -1,0 +1,105 @@
+"""The compiled steps: `train_step` (K optimizer steps in one call) and `eval_step`.
+
+The model is split once into a static graph and two states: `params` (what the optimizer
+updates) and `rest` (BatchNorm statistics and other non-trainable variables). The steps are
+pure functions of those arrays, jitted with explicit shardings and the train state donated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from gptjax.train import optimizer as optim
+
+
+class TrainState(NamedTuple):
+    step: jax.Array
+    params: Any
+    rest: Any
+    opt_state: Any
+
+
+def forward(graphdef, params, rest, idx, *, train: bool, rngs=None):
+    """Logits of the model rebuilt from its arrays, and the updated non-trainable state."""
+    model = nnx.merge(graphdef, params, rest)
+    logits = model(idx, train=train, rngs=rngs)
+    _, _, new_rest = nnx.split(model, nnx.Param, ...)
+    return logits, new_rest
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Negative log-likelihood of each target, in nats (float32)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
+    """A function (state, batches (K, accum, B, T+1)) -> (state, losses (K,)) doing K steps."""
+
+    def loss_fn(params, rest, batch, key):
+        rngs = nnx.Rngs(dropout=key)
+        logits, new_rest = forward(graphdef, params, rest, batch[:, :-1], train=True, rngs=rngs)
+        loss = token_nll(logits, batch[:, 1:]).mean()
+        return loss + optim.penalty(params, tc), (loss, new_rest)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def one_step(state: TrainState, micro_batches):
+        key = jax.random.fold_in(jax.random.key(seed), state.step)
+
+        def accumulate(carry, xs):
+            grads, loss, rest = carry
+            batch, i = xs
+            (_, (l, rest)), g = grad_fn(state.params, rest, batch, jax.random.fold_in(key, i))
+            return (jax.tree.map(jnp.add, grads, g), loss + l, rest), None
+
+        n = micro_batches.shape[0]
+        if n == 1:
+            (_, (loss, rest)), grads = grad_fn(state.params, state.rest, micro_batches[0], key)
+        else:
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (grads, loss, rest), _ = jax.lax.scan(accumulate, (zeros, 0.0, state.rest),
+                                                  (micro_batches, jnp.arange(n)))
+            grads, loss = jax.tree.map(lambda g: g / n, grads), loss / n
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, rest, opt_state), loss
+
+    def train_step(state: TrainState, batches):
+        return jax.lax.scan(one_step, state, batches)
+
+    return train_step
+
+
+def make_eval_step(graphdef, token_bytes, token_chars):
+    """A function (params, rest, batch, weights) -> sums of (nll, tokens, bytes, chars).
+
+    Sums rather than means, so that batches and processes add up to exact totals; bits per
+    byte / char use the UTF-8 size of each target token and compare across tokenizers.
+    """
+    token_bytes = jnp.asarray(token_bytes, jnp.float32)
+    token_chars = jnp.asarray(token_chars, jnp.float32)
+
+    def eval_step(params, rest, batch, weights):
+        logits, _ = forward(graphdef, params, rest, batch[:, :-1], train=False)
+        targets = batch[:, 1:]
+        nll = token_nll(logits, targets) * weights
+        return jnp.stack([nll.sum(), weights.sum(), (token_bytes[targets] * weights).sum(),
+                          (token_chars[targets] * weights).sum()])
+
+    return eval_step
+
+
+def summarize(sums) -> dict:
+    """Loss, perplexity and bits per token / byte / char from summed eval totals."""
+    nll, tokens, n_bytes, chars = (float(x) for x in sums)
+    loss = nll / max(tokens, 1.0)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
+            "bits_per_token": loss / math.log(2),
+            "bits_per_byte": nll / math.log(2) / max(n_bytes, 1.0),
+            "bits_per_char": nll / math.log(2) / max(chars, 1.0), "tokens": int(tokens)}
