@@ -34,13 +34,20 @@ def state_shardings(graphdef, abstract_params, abstract_rest, tx: optax.Gradient
     return TrainState(mesh_lib.replicated(mesh), params, rest, opt)
 
 
+def fresh_state(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation) -> TrainState:
+    model = build_model(model_config, vocab_size, nnx.Rngs(seed))
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    return TrainState(jax.numpy.zeros((), jax.numpy.int32), params, rest, tx.init(params))
+
+
 def init_state(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation,
                shardings: TrainState) -> TrainState:
     """Initialise parameters and optimizer state inside one jit whose outputs are sharded."""
+    return jax.jit(lambda: fresh_state(model_config, vocab_size, seed, tx), out_shardings=shardings)()
 
-    def init() -> TrainState:
-        model = build_model(model_config, vocab_size, nnx.Rngs(seed))
-        _, params, rest = nnx.split(model, nnx.Param, ...)
-        return TrainState(jax.numpy.zeros((), jax.numpy.int32), params, rest, tx.init(params))
 
-    return jax.jit(init, out_shardings=shardings)()
+def restore_target(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation,
+                   shardings: TrainState) -> TrainState:
+    """Shapes, dtypes and shardings of the train state, for restoring a checkpoint onto them."""
+    shapes = jax.eval_shape(lambda: fresh_state(model_config, vocab_size, seed, tx))
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)

@@ -1,0 +1,53 @@
+"""orbax checkpoints: the last N states for resuming and the best one for evaluation.
+
+A checkpoint holds the whole train state (params, optimizer state, step) and a small JSON
+of loop state (tokens seen, best validation loss, patience, time so far). Batches and
+dropout keys are functions of (seed, step), so the step is the whole data and RNG position.
+"""
+
+from __future__ import annotations
+
+import os
+
+import orbax.checkpoint as ocp
+
+from gptjax.train.step import TrainState
+
+
+class Checkpoints:
+    def __init__(self, workdir: str, keep: int):
+        root = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self.last = ocp.CheckpointManager(os.path.join(root, "last"), options=options)
+        self.best = ocp.CheckpointManager(os.path.join(root, "best"),
+                                          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+    def latest_step(self) -> int | None:
+        return self.last.latest_step()
+
+    def save(self, state: TrainState, meta: dict, best: bool = False) -> None:
+        """Save asynchronously; `best` also replaces the best checkpoint."""
+        step = int(meta["step"])
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        for manager in (self.last, self.best) if best else (self.last,):
+            if manager.latest_step() != step:
+                manager.save(step, args=args)
+
+    def restore(self, target: TrainState, which: str = "last", step: int | None = None):
+        """(state, meta) restored onto `target`'s shapes and shardings (any mesh shape)."""
+        manager = self.best if which == "best" else self.last
+        step = manager.latest_step() if step is None else step
+        out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                            meta=ocp.args.JsonRestore()))
+        return out["state"], out["meta"]
+
+    def has_best(self) -> bool:
+        return self.best.latest_step() is not None
+
+    def wait(self) -> None:
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.last.close()
+        self.best.close()

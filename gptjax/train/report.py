@@ -1,0 +1,68 @@
+"""report.md and the loss-curve plot: what a person reads after a run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_losses(workdir: str, records: list[dict]) -> str | None:
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    if not train and not val:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for points, label in ((train, "train"), (val, "validation")):
+        if points:
+            ax.plot(*zip(*points), label=label, marker="." if label == "validation" else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = os.path.join(workdir, "loss.png")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_report(workdir: str, config, summary: dict, cleaning: dict, samples: list[tuple[str, str]]) -> None:
+    records = read_metrics(workdir)
+    plot = plot_losses(workdir, records)
+    m, d, t = config.model, config.data, config.train
+    lines = [
+        f"# Run report: {os.path.basename(os.path.abspath(workdir))}", "",
+        "## Setup", "",
+        f"- data: {d.source}, split {d.split} (val {d.val_fraction}, test {d.test_fraction}), tokenizer {d.tokenizer}",
+        f"- model: {m.kind}, {m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, block {m.block_size}, "
+        f"norm {m.norm}, activation {m.activation}, positions {m.pos_encoding}, dropout {m.dropout}",
+        f"- training: {t.steps} steps of {t.batch_size} x {m.block_size} tokens, {t.optimizer} lr {t.learning_rate} "
+        f"({t.schedule}, warmup {t.warmup_steps}), weight decay {t.weight_decay}, clip {t.grad_clip}",
+        f"- cleaning: {json.dumps(cleaning)}", "",
+        "## Results", "",
+        "| figure | value |", "|---|---|",
+        *[f"| {k} | {fmt(v)} |" for k, v in summary.items()], "",
+    ]
+    if plot:
+        lines += ["![loss curve](loss.png)", ""]
+    lines += ["## Samples", ""]
+    for prompt, text in samples:
+        lines += [f"Prompt `{prompt!r}`:", "", "```", prompt + text, "```", ""]
+    with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))

@@ -1,0 +1,110 @@
+"""Checks that turn bad input into one clear line before anything is compiled or written."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from gptjax.data.prepare import Corpus
+from gptjax.errors import UserError
+from gptjax.model import KINDS
+from gptjax.model import gpt
+from gptjax.train.optimizer import SCHEDULES
+
+CHOICES = {
+    "data.source": ("plays", "files", "tfds"),
+    "data.split": ("tail", "documents"),
+    "data.tokenizer": ("char", "bpe"),
+    "data.unknown": ("replace", "error"),
+    "model.kind": KINDS,
+    "model.norm": gpt.NORMS,
+    "model.activation": gpt.ACTIVATIONS,
+    "model.init": gpt.INITS,
+    "model.pos_encoding": gpt.POS_ENCODINGS,
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "train.schedule": SCHEDULES,
+    "train.optimizer": ("adamw", "muon"),
+}
+POSITIVE = ("model.block_size", "model.n_layer", "model.n_head", "model.n_embd", "train.batch_size",
+            "train.grad_accum", "train.steps_per_call", "train.learning_rate", "eval.batch_size")
+NON_NEGATIVE = ("train.steps", "train.warmup_steps", "train.weight_decay", "train.grad_clip", "model.dropout",
+                "train.l1", "train.l2", "train.eval_every", "train.log_every", "train.checkpoint_every")
+# What a resumed run must share with the run that wrote the workdir.
+MUST_MATCH = ("seed", "data", "model")
+
+
+def get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def check_config(config) -> None:
+    for key, allowed in CHOICES.items():
+        if get(config, key) not in allowed:
+            raise UserError(f"config {key}={get(config, key)!r} is not one of {', '.join(map(str, allowed))}")
+    for key in POSITIVE:
+        if not get(config, key) > 0:
+            raise UserError(f"config {key}={get(config, key)} must be positive")
+    for key in NON_NEGATIVE:
+        if get(config, key) < 0:
+            raise UserError(f"config {key}={get(config, key)} must not be negative")
+    m = config.model
+    if m.kind == "gpt" and m.n_embd % m.n_head:
+        raise UserError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}")
+    if m.kind == "gpt" and m.pos_encoding == "rope" and (m.n_embd // m.n_head) % 2:
+        raise UserError(f"rope needs an even head size, but n_embd/n_head = {m.n_embd // m.n_head}")
+    for site in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout"):
+        value = m[site]
+        if value is not None and not 0 <= value < 1:
+            raise UserError(f"model.{site}={value} must be in [0, 1)")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_workdir(config, workdir: str) -> None:
+    """A workdir that already holds a run must have been made with the same data and model."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = flatten({k: v for k, v in json.load(f).items() if k in MUST_MATCH})
+    wanted = flatten({k: v for k, v in config.to_dict().items() if k in MUST_MATCH})
+    for key in sorted(set(saved) | set(wanted)):
+        if key in ("data.cache_dir",):
+            continue
+        if saved.get(key) != wanted.get(key):
+            raise UserError(f"{workdir} holds a run with {key}={saved.get(key)!r} but the config says "
+                            f"{wanted.get(key)!r}; use a new --workdir or the workdir's own config")
+
+
+def check_corpus(config, corpus: Corpus) -> None:
+    need = config.model.block_size + 1
+    for split in ("train", "val"):
+        if corpus.tokens[split].size < need:
+            raise UserError(f"model.block_size={config.model.block_size} is larger than the {split} split "
+                            f"({corpus.tokens[split].size} tokens); lower model.block_size or add text")
+
+
+def check_batch(config, mesh) -> None:
+    replicas = mesh.shape["data"] * mesh.shape["fsdp"]
+    micro = config.train.batch_size // config.train.grad_accum
+    if config.train.batch_size % config.train.grad_accum:
+        raise UserError(f"train.batch_size={config.train.batch_size} is not divisible by "
+                        f"train.grad_accum={config.train.grad_accum}")
+    if micro % replicas:
+        raise UserError(f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible by the "
+                        f"{replicas} data-parallel replicas (mesh data x fsdp)")
+    if config.eval.batch_size % replicas:
+        raise UserError(f"eval.batch_size={config.eval.batch_size} is not divisible by the {replicas} "
+                        "data-parallel replicas (mesh data x fsdp)")
