@@ -23,7 +23,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def parse_flags(argv: list[str]) -> list[str]:
     """Parse flags; an unknown config key or a bad value is one line and exit 2, not a traceback."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
+        FLAGS.config.get("seed")  # a config file that failed to load raises here, not later
+        return rest
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as e:
         message = str(e).strip().strip('"').splitlines()[-1] if str(e).strip() else type(e).__name__
         print(f"error: bad command line ({type(e).__name__}: {message}); check --config and its overrides",
