@@ -1,9 +1,10 @@
 """Interpolated Kneser-Ney n-gram model over token ids: the baseline a GPT has to beat.
 
 Chen & Goodman's interpolated *modified* Kneser-Ney by default: three discounts per order
-(D1, D2, D3+) from the count-of-counts of that order, raw counts at the highest order,
-continuation counts N1+(. w) at lower orders, and the unigram level interpolated with the
-uniform distribution over the vocabulary. A context never seen at some order passes all of
+(D1, D2, D3+) from the count-of-counts of that order (fixed ones where that estimate is
+undefined), raw counts at the highest order, continuation counts N1+(. w) at lower orders,
+and the unigram level interpolated with the uniform distribution over the vocabulary.
+`discount=d` (one number) or one number per order gives plain interpolated Kneser-Ney. A context never seen at some order passes all of
 its mass to the next lower order.
 
 Counting is vectorised: the n-grams of length k get dense ids order by order, each being
@@ -43,22 +44,23 @@ from gptjax.errors import UserError
 from gptjax.train.step import summarize
 
 MAX_ORDER = 8
+FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])
 Discount = Union[str, float, Sequence[float]]
 
 
 def modified_discounts(counts: np.ndarray) -> np.ndarray:
     """(D1, D2, D3+) from the count-of-counts n1..n4 (Chen & Goodman, eq. 26).
 
-    Small corpora can lack some n_k; then the single Ney estimate n1 / (n1 + 2 n2) is used
-    for all three, and each D_k is kept within [0, k] so the distribution still sums to 1.
+    Small or unusual counts can leave the estimate undefined (some n_k is 0) or outside
+    (0, k); a discount of 0 would starve the lower orders and give unseen tokens probability
+    0, so such an order falls back to (0.5, 1, 1.5), as KenLM's discount fallback does.
     """
     n = np.array([np.count_nonzero(counts == k) for k in range(1, 5)], np.float64)
-    if n.all():
-        y = n[0] / (n[0] + 2 * n[1])
-        d = np.array([1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]])
-    else:
-        d = np.full(3, n[0] / (n[0] + 2 * n[1]) if n[0] + n[1] else 0.5)
-    return np.clip(d, 0.0, [1.0, 2.0, 3.0])
+    if not n.all():
+        return FALLBACK_DISCOUNTS.copy()
+    y = n[0] / (n[0] + 2 * n[1])
+    d = np.array([1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]])
+    return d if ((d > 0) & (d < [1, 2, 3])).all() else FALLBACK_DISCOUNTS.copy()
 
 
 def discount_table(discount: Discount, order: int) -> np.ndarray | None:
