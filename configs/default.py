@@ -65,6 +65,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.optimizer = "adamw"        # adamw | muon
     c.train.learning_rate = 2e-3
     c.train.schedule = "cosine"        # cosine | linear | constant | wsd
+    c.train.schedule_steps = 0         # length of the schedule; 0 = train.steps (set it to stop early)
     c.train.warmup_steps = 100
     c.train.min_lr_ratio = 0.1
     c.train.decay_fraction = 0.2       # wsd: share of steps spent decaying

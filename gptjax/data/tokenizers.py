@@ -103,6 +103,8 @@ class BPETokenizer:
     kind = "bpe"
 
     def __init__(self, tokenizer):
+        # Text that merely spells "<|user|>" stays text; special ids are inserted by id only.
+        tokenizer.encode_special_tokens = True
         self.tok = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
         self.special_ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS

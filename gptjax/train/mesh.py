@@ -74,9 +74,9 @@ def state_shardings(abstract_state: nnx.State, mesh: Mesh) -> nnx.State:
     """NamedShardings for every variable of an (abstract) model state, from its logical axes."""
 
     def one(path, var):
-        logical = var.get_metadata().get("logical_axes") or (None,) * var.value.ndim
+        logical = var.get_metadata().get("logical_axes") or (None,) * var.get_value().ndim
         where = "/".join(str(getattr(k, "key", k)) for k in path)
-        return var.replace(NamedSharding(mesh, spec_for(logical, var.value.shape, mesh, where)))
+        return var.replace(NamedSharding(mesh, spec_for(logical, var.get_value().shape, mesh, where)))
 
     return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

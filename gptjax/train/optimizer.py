@@ -14,8 +14,9 @@ def learning_rate_schedule(tc) -> optax.Schedule:
     """Linear warmup, then cosine / linear decay to min_lr_ratio * lr, constant, or
     warmup-stable-decay (flat, then linear decay over the last decay_fraction of steps)."""
     peak, floor = tc.learning_rate, tc.learning_rate * tc.min_lr_ratio
-    warmup = min(tc.warmup_steps, tc.steps)
-    rest = max(tc.steps - warmup, 1)
+    steps = tc.schedule_steps or tc.steps
+    warmup = min(tc.warmup_steps, steps)
+    rest = max(steps - warmup, 1)
     if tc.schedule == "cosine":
         after = optax.cosine_decay_schedule(peak, rest, alpha=tc.min_lr_ratio)
     elif tc.schedule == "linear":
@@ -23,7 +24,7 @@ def learning_rate_schedule(tc) -> optax.Schedule:
     elif tc.schedule == "constant":
         after = optax.constant_schedule(peak)
     elif tc.schedule == "wsd":
-        decay = max(int(tc.steps * tc.decay_fraction), 1)
+        decay = max(int(steps * tc.decay_fraction), 1)
         after = optax.join_schedules([optax.constant_schedule(peak), optax.linear_schedule(peak, floor, decay)],
                                      [max(rest - decay, 0)])
     else:
