@@ -85,8 +85,12 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.keep_checkpoints = 2
     c.train.early_stop_patience = 0    # evaluations without improvement; 0 = off
     c.train.max_minutes = 0.0          # wall-clock budget; 0 = off
+    c.train.profile_steps = 0          # jax.profiler trace of this many steps into workdir/profile
+    c.train.peak_flops = 0.0           # FLOP/s of one device for MFU; 0 = known chip or measured
 
-    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, preset=""))  # preset: dp | fsdp | fsdp+tp
+    # Multi-process runs (docs/scaling_out.md); GPTJAX_* / JAX_COORDINATOR_ADDRESS also start one.
+    c.distributed = ConfigDict(dict(initialize=False, coordinator_address="", num_processes=0, process_id=-1))
 
     c.eval = ConfigDict()
     c.eval.batch_size = 64
@@ -98,9 +102,14 @@ def get_config(arg: str = "") -> ConfigDict:
     c.sample.temperature = 0.8
     c.sample.top_k = 40
 
+    return finish(c, arg)
+
+
+def finish(c: ConfigDict, arg: str) -> ConfigDict:
+    """Apply the config argument: '' keeps the config, 'smoke' shrinks it."""
     if arg == "smoke":
-        shrink(c)
-    elif arg:
+        return shrink(c)
+    if arg:
         raise ValueError(f"unknown config argument {arg!r}; expected '' or 'smoke'")
     return c
 

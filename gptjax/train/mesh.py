@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 import jax
-import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gptjax.errors import UserError
@@ -52,9 +52,15 @@ def mesh_shape(mesh_config, n_devices: int) -> tuple[int, int, int]:
 
 
 def build_mesh(mesh_config, devices=None) -> Mesh:
-    devices = jax.devices() if devices is None else devices
+    """The mesh over `devices` (default: every device of every process).
+
+    `create_device_mesh` orders TPU chips so that neighbouring mesh positions are neighbours
+    on the interconnect; elsewhere it keeps each process's devices together, which is what
+    lets every process load a contiguous block of batch rows.
+    """
+    devices = jax.devices() if devices is None else list(devices)
     shape = mesh_shape(mesh_config, len(devices))
-    return Mesh(np.asarray(devices).reshape(shape), AXES)
+    return Mesh(mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True), AXES)
 
 
 def spec_for(logical: tuple, shape: tuple, mesh: Mesh, where: str = "") -> P:
