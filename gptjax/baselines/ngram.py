@@ -178,10 +178,9 @@ def count_ngrams(t: np.ndarray, order: int, vocab_size: int):
     counts the distinct tokens seen to the left of it (continuation counts).
     """
     keys = [np.zeros(0, np.int64)]
-    raw = [np.bincount(t, minlength=vocab_size)]
     contexts = [np.zeros(vocab_size, np.int64)]
     continuation = []
-    prev = t
+    prev, n_prev = t, vocab_size
     for k in range(2, order + 1):
         if len(prev) > 1:
             uniq, ids = np.unique(prev[:-1] * vocab_size + t[k - 1:], return_inverse=True)
@@ -189,12 +188,11 @@ def count_ngrams(t: np.ndarray, order: int, vocab_size: int):
             uniq, ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
         suffix = np.zeros(len(uniq), np.int64)
         suffix[ids] = prev[1:]
-        continuation.append(np.bincount(suffix, minlength=len(raw[-1])))
+        continuation.append(np.bincount(suffix, minlength=n_prev))
         keys.append(uniq)
-        raw.append(np.bincount(ids, minlength=len(uniq)))
         contexts.append(uniq // vocab_size)
-        prev = ids
-    return keys, continuation + [raw[-1]], contexts
+        prev, n_prev = ids, len(uniq)
+    return keys, continuation + [np.bincount(prev, minlength=n_prev)], contexts
 
 
 def shift_right(ids: np.ndarray) -> np.ndarray:
