@@ -6,12 +6,15 @@ from flax import nnx
 
 from gptjax.errors import UserError
 from gptjax.model.gpt import GPT, GPTConfig
+from gptjax.model.recurrent import CELLS, RecurrentConfig, RecurrentLM
 
-KINDS = ("gpt",)
+KINDS = ("gpt", *CELLS)
 
 
 def build_model(model_config, vocab_size: int, rngs: nnx.Rngs) -> nnx.Module:
     """The network `model.kind` names, for a vocabulary of `vocab_size` ids."""
     if model_config.kind == "gpt":
         return GPT(GPTConfig.from_config(model_config, vocab_size), rngs=rngs)
+    if model_config.kind in CELLS:
+        return RecurrentLM(RecurrentConfig.from_config(model_config, vocab_size), rngs=rngs)
     raise UserError(f"model.kind={model_config.kind!r} is unknown; use one of {KINDS}")
