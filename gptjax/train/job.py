@@ -17,7 +17,7 @@ import numpy as np
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.generate.sampling import generate_uncached
-from gptjax.train import environment, report, validation
+from gptjax.train import distributed, environment, report, validation
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.checkpoints import Checkpoints
@@ -29,6 +29,7 @@ def run(config, workdir: str) -> dict:
     """Train and evaluate the model `config` describes; returns the summary it writes."""
     started = time.time()
     validation.check_config(config)
+    distributed.initialize(config)  # before anything starts a JAX backend
     main_process = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     validation.check_workdir(config, workdir)
@@ -72,7 +73,7 @@ def run(config, workdir: str) -> dict:
         params, rest = state.params, state.rest
     checkpoints.close()
     final = {split: trainer.full_split(params, rest, split) for split in ("val", "test") if corpus.tokens[split].size}
-    samples = write_samples(config, corpus, graphdef, params, rest, workdir) if main_process else []
+    samples = write_samples(config, corpus, graphdef, params, rest, workdir)  # every process computes
 
     summary = {"params": n_params, "tokens_seen": int(meta["tokens_seen"]), "steps": int(meta["step"]),
                "wall_seconds": round(time.time() - started, 1), "train_seconds": round(meta["wall_seconds"], 1),
@@ -113,6 +114,8 @@ def write_samples(config, corpus: Corpus, graphdef, params, rest, workdir: str) 
         out = generate_uncached(graphdef, params, rest, ids, sc.max_new_tokens, config.model.block_size,
                                 sc.temperature, sc.top_k, config.seed + i)
         samples.append((prompt, tok.decode(np.asarray(out))))
+    if jax.process_index() != 0:
+        return samples
     with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
         for prompt, text in samples:
             f.write(f"=== prompt: {prompt!r}\n{prompt}{text}\n\n")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from gptjax.data import batches
 from gptjax.data.prepare import Corpus
 from gptjax.train import mesh as mesh_lib
+from gptjax.train import mfu, profiling
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.optimizer import learning_rate_schedule
 from gptjax.train.step import TrainState, make_eval_step, make_train_step, summarize
@@ -73,6 +74,8 @@ class Trainer:
             for b in batches.eval_batches(corpus.tokens["val"], config.seed, tc.eval_batches,
                                           config.eval.batch_size, block, self.row_sharding)]
         self.schedule = learning_rate_schedule(tc)
+        self.flops_per_token = mfu.flops_per_token(config.model, corpus.tokenizer.vocab_size, config.seed)
+        self.peak_flops = mfu.device_peak(tc.peak_flops)
 
     def batch(self, step: int, n: int) -> jax.Array:
         tc = self.c.train
@@ -110,9 +113,12 @@ class Trainer:
         bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                    disable=jax.process_index() != 0 or None)
         stop = ""
+        trace = profiling.StepTrace(os.path.join(os.path.dirname(log.path), "profile"), tc.profile_steps)
         while step < tc.steps and not stop:
             n = min(tc.steps_per_call, tc.steps - step)
+            trace.before(step)
             state, losses = self.train_step(state, self.batch(step, n))
+            trace.after(step + n, losses)
             pending.append(losses)
             before, step = step, step + n
             meta.update(step=step, tokens_seen=step * tokens_per_step,
@@ -126,7 +132,8 @@ class Trainer:
                 now = time.time()
                 rate = (step - last_log[0]) * tokens_per_step / max(now - last_log[1], 1e-9)
                 last_log = (step, now)
-                record.update(train_loss=train_loss, lr=float(self.schedule(step - 1)), tokens_per_sec=rate)
+                record.update(train_loss=train_loss, lr=float(self.schedule(step - 1)), tokens_per_sec=rate,
+                              **mfu.utilisation(rate, self.flops_per_token, self.peak_flops, self.mesh.size))
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}")
                 if not math.isfinite(train_loss):
                     stop = f"train loss is {train_loss} at step {step}; lower train.learning_rate"
@@ -148,6 +155,7 @@ class Trainer:
                          "elapsed": round(meta["wall_seconds"], 2), **record})
             if crossed(before, step, tc.checkpoint_every) or improved or step == tc.steps or stop:
                 checkpoints.save(state, dict(meta), best=improved)
+        trace.stop(state)
         bar.close()
         meta["stop_reason"] = stop or "completed"
         checkpoints.save(state, dict(meta))
