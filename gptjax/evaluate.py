@@ -84,11 +84,11 @@ def tokenizer_id(directory: str) -> str:
 
 
 def compare(results: Sequence[dict], metric: str) -> list[float]:
-    """`metric` of each result, refusing per-token figures of results from different tokenizers.
+    """`metric` of each result, refusing per-token figures (e.g. test_loss) of results from different tokenizers.
 
     Bits per char and per byte count the same text whatever the tokenizer, so they always compare.
     """
-    if metric in PER_TOKEN:
+    if any(metric == m or metric.endswith("_" + m) for m in PER_TOKEN):
         ids = sorted({r.get("tokenizer") for r in results}, key=str)
         if len(ids) > 1:
             raise UserError(f"{metric} is per token, and these results come from {len(ids)} different tokenizers "

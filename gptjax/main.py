@@ -35,6 +35,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.config.get("sweep", False):  # a sweep config: every (run, seed) it lists, then a table
+        from gptjax.experiments import run_sweep
+
+        guarded(lambda: run_sweep(FLAGS.config, FLAGS.workdir))
+        return
     from gptjax.train.job import run
 
     guarded(lambda: run(FLAGS.config, FLAGS.workdir))
