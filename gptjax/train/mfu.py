@@ -9,6 +9,7 @@ settings. On CPU there is no datasheet figure, so one matmul is timed at start.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -51,8 +52,9 @@ def table_peak(device_kind: str) -> float | None:
     return None
 
 
+@functools.cache
 def measured_cpu_peak(device: jax.Device) -> float:
-    """FLOP/s of a float32 matmul on this host's cores, timed for about MEASURE_SECONDS."""
+    """FLOP/s of a float32 matmul on this host's cores, timed once per process for about MEASURE_SECONDS."""
     n = MEASURE_SIZE
     a = jax.device_put(jnp.ones((n, n), jnp.float32), device)
     matmul = jax.jit(lambda x: x @ x)
