@@ -39,7 +39,7 @@ def flops_per_token(model_config, vocab_size: int, seed: int = 0) -> float:
     matmul = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         names = [str(getattr(k, "key", k)) for k in path]
-        lookup = names[-1] == "embedding" and not (names[0] == "wte" and model_config.tie_embeddings)
+        lookup = "embedding" in names and not (names[0] == "wte" and model_config.tie_embeddings)
         matmul += 0 if lookup else leaf.size
     attention = 12 * model_config.n_layer * model_config.n_embd * model_config.block_size
     return 6.0 * matmul + (attention if model_config.kind == "gpt" else 0.0)
