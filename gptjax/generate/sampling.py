@@ -44,12 +44,16 @@ def _decode(graphdef, params, rest, buffer, length: int, total: int, block_size:
 
 def generate_uncached(graphdef, params, rest, prompt: np.ndarray, max_new_tokens: int, block_size: int,
                       temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> np.ndarray:
-    """Continue one prompt (1-D ids) by max_new_tokens, recomputing the last block_size tokens each step."""
-    if len(prompt) == 0:
+    """Continue a prompt (1-D ids, or 2-D rows of equal length) by max_new_tokens, recomputing
+    the last block_size tokens each step."""
+    rows = np.atleast_2d(np.asarray(prompt))
+    if rows.shape[1] == 0:
         raise ValueError("the prompt is empty: give at least one token")
-    total = len(prompt) + max_new_tokens
-    buffer = np.zeros((1, max(total, block_size)), np.int32)
-    buffer[0, :len(prompt)] = prompt
-    out = _decode(graphdef, params, rest, jnp.asarray(buffer), len(prompt), total, block_size,
+    length = rows.shape[1]
+    total = length + max_new_tokens
+    buffer = np.zeros((len(rows), max(total, block_size)), np.int32)
+    buffer[:, :length] = rows
+    out = _decode(graphdef, params, rest, jnp.asarray(buffer), length, total, block_size,
                   float(temperature), int(top_k), jax.random.key(seed))
-    return np.asarray(out[0, len(prompt):total])
+    out = np.asarray(out[:, length:total])
+    return out[0] if np.ndim(prompt) == 1 else out

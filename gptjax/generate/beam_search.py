@@ -1,0 +1,128 @@
+"""Beam search on the KV cache: keep the `beams` most likely continuations of each prompt.
+
+Each prompt owns `beams` rows of the cached decoder (row = prompt * beams + beam). Per step
+every live beam proposes every token; the best 2 x beams proposals are split into finished
+ones (ending in a stop token), which enter a pool of at most `beams` hypotheses scored by
+log-probability / length ** length_penalty, and live ones, of which the best `beams` go on;
+their cache rows are gathered from their parents. A prompt is done when its pool is full
+(`early_stopping`), or when no live beam could still beat the pool's worst, or at
+max_new_tokens, when the live beams join the pool.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gptjax.generate.decoder import DecodeState, extend
+from gptjax.generate.layout import Layout
+from gptjax.model.gpt import KVCache
+
+
+class BeamState(NamedTuple):
+    dec: DecodeState          # batch * beams rows
+    scores: jax.Array         # (B, K) log-probability of each live beam
+    pool_tokens: jax.Array    # (B, K, new) generated tokens of finished hypotheses
+    pool_lengths: jax.Array   # (B, K) their lengths (stop token included)
+    pool_scores: jax.Array    # (B, K) their length-penalised scores, best first; -inf when empty
+    done: jax.Array           # (B,) prompt finished
+
+
+def reorder(dec: DecodeState, rows: jax.Array) -> DecodeState:
+    """The decoder state with row i replaced by row rows[i] (beams following their parents)."""
+    cache = KVCache(dec.cache.k[:, rows], dec.cache.v[:, rows], dec.cache.index)
+    take = lambda a: a[rows]  # noqa: E731
+    return dec._replace(cache=cache, logits=take(dec.logits), tokens=take(dec.tokens),
+                        window_start=take(dec.window_start), first_slot=take(dec.first_slot),
+                        seen=take(dec.seen), counts=take(dec.counts), done=take(dec.done), end=take(dec.end))
+
+
+def normalise(score: jax.Array, length, length_penalty: jax.Array) -> jax.Array:
+    return score / jnp.asarray(length, jnp.float32) ** length_penalty
+
+
+def best_possible(scores: jax.Array, generated: jax.Array, max_new: jax.Array,
+                  length_penalty: jax.Array) -> jax.Array:
+    """An upper bound on the final score of any continuation of the live beams.
+
+    Log-probabilities only fall as tokens are added; dividing by length**penalty raises a
+    negative score most at the longest length when the penalty is positive, else at the
+    shortest length still to come.
+    """
+    best = jnp.max(scores, axis=-1)
+    length = jnp.where(length_penalty > 0, max_new, generated + 1)
+    return normalise(best, length, length_penalty)
+
+
+def merge_pool(st: BeamState, tokens: jax.Array, lengths: jax.Array, scores: jax.Array,
+               beams: int) -> BeamState:
+    """Keep the best `beams` of the pool and new finished hypotheses (B, M, ...), prompts not done."""
+    scores = jnp.where(st.done[:, None], -jnp.inf, scores)
+    all_scores = jnp.concatenate([st.pool_scores, scores], axis=1)
+    best, pick = jax.lax.top_k(all_scores, beams)
+    all_tokens = jnp.concatenate([st.pool_tokens, tokens], axis=1)
+    all_lengths = jnp.concatenate([st.pool_lengths, lengths], axis=1)
+    return st._replace(pool_scores=best, pool_tokens=jnp.take_along_axis(all_tokens, pick[..., None], axis=1),
+                       pool_lengths=jnp.take_along_axis(all_lengths, pick, axis=1))
+
+
+def step(model, st: BeamState, layout: Layout, beams: int, early_stopping: bool, stop_mask: jax.Array,
+         max_new: jax.Array, length_penalty: jax.Array) -> BeamState:
+    dec = st.dec
+    B, K, W = layout.batch // beams, beams, layout.window
+    V = dec.logits.shape[-1]
+    logp = jax.nn.log_softmax(dec.logits, axis=-1).reshape(B, K, V)
+    proposals = (st.scores[:, :, None] + logp).reshape(B, K * V)
+    top_scores, top_index = jax.lax.top_k(proposals, 2 * K)
+    parent, token = top_index // V, (top_index % V).astype(jnp.int32)
+    generated = dec.length - W + 1
+    stops = stop_mask[token]
+
+    history = dec.tokens[:, W:].reshape(B, K, -1)
+    proposed = jnp.take_along_axis(history, parent[..., None], axis=1)
+    proposed = jax.lax.dynamic_update_slice(proposed, token[..., None], (0, 0, generated - 1))
+    finished = jnp.where(stops, normalise(top_scores, generated, length_penalty), -jnp.inf)
+    st = merge_pool(st, proposed, jnp.full_like(token, generated), finished, beams)
+
+    live_scores, pick = jax.lax.top_k(jnp.where(stops, -jnp.inf, top_scores), K)
+    live_parent = jnp.take_along_axis(parent, pick, axis=1)
+    live_token = jnp.take_along_axis(token, pick, axis=1)
+    rows = (jnp.arange(B)[:, None] * K + live_parent).reshape(-1)
+    dec = reorder(dec, rows)
+    dec = dec._replace(tokens=jax.lax.dynamic_update_slice(dec.tokens, live_token.reshape(-1, 1), (0, dec.length)),
+                       length=dec.length + 1)
+
+    at_limit = generated >= max_new
+    if early_stopping:
+        settled = st.pool_scores[:, -1] > -jnp.inf
+    else:
+        bound = best_possible(live_scores, generated, max_new, length_penalty)
+        settled = (st.pool_scores[:, -1] > -jnp.inf) & (st.pool_scores[:, -1] >= bound)
+    last = dec.tokens[:, W:].reshape(B, K, -1)
+    ending = jnp.where(at_limit & ~st.done[:, None], normalise(live_scores, generated, length_penalty), -jnp.inf)
+    st = st._replace(scores=live_scores)
+    st = merge_pool(st, last, jnp.full_like(live_token, generated), ending, beams)
+    done = st.done | settled | at_limit
+    dec = dec._replace(done=jnp.repeat(done, K))
+    dec = jax.lax.cond(jnp.all(done), lambda d: d, lambda d: extend(model, d, layout), dec)
+    return st._replace(dec=dec, done=done)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "beams", "early_stopping"))
+def search(graphdef, params, dec: DecodeState, stop_mask: jax.Array, max_new: jax.Array,
+           length_penalty: jax.Array, *, layout: Layout, beams: int, early_stopping: bool) -> BeamState:
+    """Beam search from a prefilled decoder state whose rows repeat each prompt `beams` times."""
+    B, K = layout.batch // beams, beams
+    scores = jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)[None].repeat(B, axis=0)
+    st = BeamState(dec, scores, jnp.zeros((B, K, layout.new), jnp.int32), jnp.zeros((B, K), jnp.int32),
+                   jnp.full((B, K), -jnp.inf), jnp.zeros((B,), bool))
+
+    def body(s):
+        return step(nnx.merge(graphdef, params), s, layout, beams, early_stopping, stop_mask, max_new,
+                    length_penalty)
+
+    return jax.lax.while_loop(lambda s: ~jnp.all(s.done), body, st)

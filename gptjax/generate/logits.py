@@ -1,0 +1,82 @@
+"""Turning next-token logits into a token: penalties, temperature, top-k/top-p/min-p, the draw.
+
+Which steps run is static (`Plan`, part of the compiled program); their strengths are traced
+values (`Knobs`), so changing a temperature between calls does not recompile.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gptjax.generate.settings import GenerationSettings
+
+
+class Plan(NamedTuple):
+    """The steps a compiled decoder applies to every row of logits."""
+
+    greedy: bool
+    top_k: int
+    top_p: bool
+    min_p: bool
+    repetition: bool
+    frequency: bool
+
+
+class Knobs(NamedTuple):
+    """Strengths of those steps: float32 scalars."""
+
+    temperature: jax.Array
+    top_p: jax.Array
+    min_p: jax.Array
+    repetition_penalty: jax.Array
+    frequency_penalty: jax.Array
+
+
+def plan_and_knobs(s: GenerationSettings, vocab_size: int) -> tuple[Plan, Knobs]:
+    top_k = s.top_k if 0 < s.top_k < vocab_size else 0
+    plan = Plan(greedy=s.greedy, top_k=0 if s.greedy else top_k, top_p=not s.greedy and s.top_p < 1.0,
+                min_p=not s.greedy and s.min_p > 0.0, repetition=s.repetition_penalty != 1.0,
+                frequency=s.frequency_penalty != 0.0)
+    f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    knobs = Knobs(f(max(s.temperature, 1e-6)), f(s.top_p), f(s.min_p), f(s.repetition_penalty),
+                  f(s.frequency_penalty))
+    return plan, knobs
+
+
+def penalize(logits: jax.Array, seen: jax.Array, counts: jax.Array, plan: Plan, knobs: Knobs) -> jax.Array:
+    """Repetition penalty (CTRL: divide positive logits, multiply negative ones, of every token
+    in prompt or output) and frequency penalty (subtract strength x times generated)."""
+    if plan.repetition:
+        p = knobs.repetition_penalty
+        logits = jnp.where(seen, jnp.where(logits > 0, logits / p, logits * p), logits)
+    if plan.frequency:
+        logits = logits - knobs.frequency_penalty * counts.astype(logits.dtype)
+    return logits
+
+
+def truncate(logits: jax.Array, plan: Plan, knobs: Knobs) -> jax.Array:
+    """Tempered logits with -inf outside the top-k, the nucleus (top-p) and the min-p set."""
+    logits = logits / knobs.temperature
+    if plan.top_k:
+        kth = jax.lax.top_k(logits, plan.top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if plan.top_p:
+        ordered = jnp.sort(logits, axis=-1)[..., ::-1]
+        probs = jax.nn.softmax(ordered, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
+        kept = jnp.where(before < knobs.top_p, ordered, jnp.inf)
+        logits = jnp.where(logits < jnp.min(kept, axis=-1, keepdims=True), -jnp.inf, logits)
+    if plan.min_p:
+        top = jnp.max(logits, axis=-1, keepdims=True)
+        logits = jnp.where(logits < top + jnp.log(knobs.min_p), -jnp.inf, logits)
+    return logits
+
+
+def choose(logits: jax.Array, key: jax.Array, plan: Plan, knobs: Knobs) -> jax.Array:
+    """One id per row of (B, V) logits (penalties already applied)."""
+    if plan.greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, truncate(logits, plan, knobs), axis=-1).astype(jnp.int32)
