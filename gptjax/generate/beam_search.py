@@ -3,7 +3,8 @@
 Each prompt owns `beams` rows of the cached decoder (row = prompt * beams + beam). Per step
 every live beam proposes every token; the best 2 x beams proposals are split into finished
 ones (ending in a stop token), which enter a pool of at most `beams` hypotheses scored by
-log-probability / length ** length_penalty, and live ones, of which the best `beams` go on;
+log-probability / length ** length_penalty (only if among the best `beams` proposals, so
+one beam is greedy decoding), and live ones, of which the best `beams` go on;
 their cache rows are gathered from their parents. A prompt is done when its pool is full
 (`early_stopping`), or when no live beam could still beat the pool's worst, or at
 max_new_tokens, when the live beams join the pool.
@@ -85,7 +86,8 @@ def step(model, st: BeamState, layout: Layout, beams: int, early_stopping: bool,
     history = dec.tokens[:, W:].reshape(B, K, -1)
     proposed = jnp.take_along_axis(history, parent[..., None], axis=1)
     proposed = jax.lax.dynamic_update_slice(proposed, token[..., None], (0, 0, generated - 1))
-    finished = jnp.where(stops, normalise(top_scores, generated, length_penalty), -jnp.inf)
+    ranked = jnp.arange(2 * K)[None, :] < K  # a stop counts only among the best K proposals
+    finished = jnp.where(stops & ranked, normalise(top_scores, generated, length_penalty), -jnp.inf)
     st = merge_pool(st, proposed, jnp.full_like(token, generated), finished, beams)
 
     live_scores, pick = jax.lax.top_k(jnp.where(stops, -jnp.inf, top_scores), K)
