@@ -88,7 +88,7 @@ def test_two_processes_of_four_devices_end_where_one_device_ends(tmp_path):
                sys.executable, "-m", "gptjax.main", "--config", "configs/default.py:smoke", f"--workdir={two}",
                f"--config.data.path={corpus}", f"--config.data.cache_dir={tmp_path / 'cache2'}",
                "--config.mesh.data=2", "--config.mesh.fsdp=4", "--config.train.profile_steps=5", *flags]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     launched = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
     # The one-process reference trains here meanwhile, on whatever devices this process has.

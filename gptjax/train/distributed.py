@@ -46,14 +46,16 @@ def settings(dist_config, environ: Mapping[str, str] = os.environ) -> dict | Non
     if not (dc.get("initialize") or address or count is not None or index is not None):
         return None
     if count is not None and count < 1:
-        raise UserError(f"distributed.num_processes={count} must be at least 1")
+        raise UserError(f"num_processes={count} must be at least 1 (distributed.num_processes or "
+                        "GPTJAX_NUM_PROCESSES)")
     if count is not None and index is not None and not 0 <= index < count:
-        raise UserError(f"distributed.process_id={index} must be in 0..{count - 1} for {count} processes")
+        raise UserError(f"process_id={index} must be in 0..{count - 1} for {count} processes "
+                        "(distributed.process_id or GPTJAX_PROCESS_ID)")
     return {"coordinator_address": address, "num_processes": count, "process_id": index}
 
 
 def initialize(config) -> bool:
-    """Join the run `config` / the environment describe; True if this is a multi-process run."""
+    """Join the run that `config` or the environment describes; False when there is none to join."""
     args = settings(config.get("distributed"))
     if args is None:
         return False
