@@ -85,6 +85,8 @@ class Trainer:
     def memory_report(self, state: TrainState) -> str:
         """Compiled memory use of one call, printed before step 1 (compiles the step once)."""
         n = min(self.c.train.steps_per_call, self.c.train.steps)
+        if n == 0:
+            return "no train steps to compile"
         analysis = self.train_step.lower(state, self.batch(0, n)).compile().memory_analysis()
         if analysis is None:
             return "compiled memory use: not reported by this backend"
