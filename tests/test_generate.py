@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -280,3 +281,77 @@ def test_bpe_pieces_of_chinese_and_emoji_decode_whole_characters():
     assert "\ufffd" not in "".join(pieces)
     assert all(p == "" or p.encode().decode() == p for p in pieces)
     assert len([p for p in pieces if p]) < len(ids)  # some tokens had to wait for the rest of a character
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> str:
+    """A char model trained for one step: enough for the command line to load and run."""
+    from configs.default import get_config
+    from gptjax.train.job import run
+
+    root = tmp_path_factory.mktemp("cli")
+    (root / "corpus.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 40,
+                                     encoding="utf-8")
+    c = get_config("smoke")
+    c.data.source, c.data.path, c.data.cache_dir = "files", str(root / "corpus.txt"), str(root / "cache")
+    c.data.test_fraction = 0.1
+    c.model.block_size, c.model.n_layer = 16, 1
+    c.train.steps = c.train.steps_per_call = c.train.eval_every = c.train.checkpoint_every = 1
+    c.train.log_every = c.train.eval_batches = 1
+    c.eval.max_tokens = 64
+    c.sample.prompts = []
+    run(c, str(root / "run"))
+    return str(root / "run")
+
+
+def generate_cli(capsys, *args: str) -> tuple[int, str, str]:
+    from gptjax.generate.__main__ import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--strategy", "nucleus"], "strategy 'nucleus' is unknown"),
+    (["--temperature", "-1"], "temperature=-1.0 is negative"),
+    (["--top_p", "0"], r"top_p=0.0 is outside (0, 1]"),
+    (["--top_p", "1.5"], r"top_p=1.5 is outside (0, 1]"),
+    (["--strategy", "beam", "--beams", "0"], "beams=0"),
+])
+def test_cli_refuses_bad_settings_before_loading(capsys, tmp_path, flags, message):
+    code, _, err = generate_cli(capsys, "--workdir", str(tmp_path), "--prompt", "x", *flags)
+    assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_cli_refuses_a_workdir_without_a_model(capsys, tmp_path):
+    code, _, err = generate_cli(capsys, "--workdir", str(tmp_path), "--prompt", "x")
+    assert code == 2 and "holds no trained model" in err
+
+
+def test_cli_streams_one_completion_and_writes_jsonl(capsys, tmp_path, workdir):
+    code, out, _ = generate_cli(capsys, "--workdir", workdir, "--prompt", "First", "--strategy", "greedy",
+                                "--max_new_tokens", "5", "--overflow", "error")
+    assert code == 0 and out.startswith("First") and len(out) == len("First") + 5 + 1
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("First\nhear me\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    code, _, _ = generate_cli(capsys, "--workdir", workdir, "--prompts_file", str(prompts), "--strategy", "beam",
+                              "--beams", "3", "--num_samples", "2", "--max_new_tokens", "4", "--overflow", "error",
+                              "--output", str(output))
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert code == 0 and [(r["prompt"], r["sample"]) for r in records] == [
+        ("First", 0), ("First", 1), ("hear me", 0), ("hear me", 1)]
+    assert records[0]["score"] >= records[1]["score"] and all(r["tokens"] == 4 for r in records)
+
+
+def test_cli_names_a_prompt_character_outside_the_vocabulary(capsys, workdir):
+    code, _, err = generate_cli(capsys, "--workdir", workdir, "--prompt", "First 中")
+    assert code == 2 and "'中' (U+4E2D)" in err

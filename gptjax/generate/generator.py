@@ -115,10 +115,13 @@ class Generator:
                             "max_new_tokens, or use overflow=sliding to drop the oldest tokens")
         return prompt[-self.block_size:]
 
-    def begin(self, rows: list[np.ndarray], s: GenerationSettings) -> tuple[Layout, decoder.DecodeState]:
-        """Prefill the rows, padded with copies of the first up to a bucketed batch size."""
+    def begin(self, rows: list[np.ndarray], s: GenerationSettings,
+              pad: bool = True) -> tuple[Layout, decoder.DecodeState]:
+        """Prefill the rows, padded (unless told not to) with done copies of the first up to a
+        bucketed batch size."""
         real = len(rows)
-        rows = rows + [rows[0]] * (bucket(real, 1) - real)
+        if pad:
+            rows = rows + [rows[0]] * (bucket(real, 1) - real)
         layout = make_layout(len(rows), self.block_size, max(len(r) for r in rows), s.max_new_tokens,
                              s.overflow == "sliding", s.sliding_keep)
         prompts, lengths = decoder.right_align(rows, layout.prompt)
@@ -165,7 +168,7 @@ class Generator:
     def beam(self, prompts: list[np.ndarray], s: GenerationSettings) -> list[list[Completion]]:
         padded = prompts + [prompts[0]] * (bucket(len(prompts), 1) - len(prompts))
         rows = [p for p in padded for _ in range(s.beams)]
-        layout, st = self.begin(rows, s)
+        layout, st = self.begin(rows, s, pad=False)
         found = beam_search.search(self.graphdef, self.params, st, self.stop_mask(s),
                                    jnp.asarray(s.max_new_tokens, jnp.int32),
                                    jnp.asarray(s.length_penalty, jnp.float32), layout=layout, beams=s.beams,

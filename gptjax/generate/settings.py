@@ -46,8 +46,8 @@ class GenerationSettings:
     def greedy(self) -> bool:
         return self.strategy == "greedy" or (self.strategy == "sample" and self.temperature == 0.0)
 
-    def checked(self, vocab_size: int, block_size: int) -> "GenerationSettings":
-        """These settings with defaults resolved, or a UserError naming the first bad one."""
+    def validate(self) -> None:
+        """Refuse bad values that need no model to see (a UserError naming the first one)."""
         if self.strategy not in STRATEGIES:
             raise UserError(f"strategy {self.strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
         if self.overflow not in OVERFLOW_POLICIES:
@@ -74,11 +74,15 @@ class GenerationSettings:
         if self.greedy and self.num_samples > 1:
             raise UserError(f"num_samples={self.num_samples} with greedy decoding gives the same text each "
                             "time; use strategy sample (temperature > 0) or beam")
+        if any(s == "" for s in self.stop_strings):
+            raise UserError("an empty stop string would stop before the first token; remove it")
+
+    def checked(self, vocab_size: int, block_size: int) -> "GenerationSettings":
+        """These settings, valid for this model, with defaults resolved."""
+        self.validate()
         bad = [t for t in self.stop_tokens if not 0 <= t < vocab_size]
         if bad:
             raise UserError(f"stop token {bad[0]} is not in the vocabulary of {vocab_size} ids")
-        if any(s == "" for s in self.stop_strings):
-            raise UserError("an empty stop string would stop before the first token; remove it")
         keep = self.sliding_keep or max(1, block_size - block_size // 4)
         if not 1 <= keep <= block_size:
             raise UserError(f"sliding_keep={self.sliding_keep} is outside [1, {block_size}] "
