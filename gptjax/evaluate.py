@@ -13,7 +13,6 @@ the train split needs --force: it measures memorisation, not generalisation.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.eval.continuation import continuation_task
 from gptjax.train import mesh as mesh_lib
+from gptjax.train.environment import write_json
 from gptjax.train.loop import evaluate
 from gptjax.train.step import make_eval_step, summarize
 from gptjax.workdir import load_config, load_model
@@ -59,7 +59,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("beams", 4, "Beam width of --strategy beam.")
 
 
-def check_split(split: str, force: bool) -> None:
+def check_split(split: str, force: bool, max_tokens: int) -> None:
+    if max_tokens < 0:
+        raise UserError(f"max_tokens={max_tokens} is negative; give a token count, or 0 for the whole split")
     if split not in SPLITS:
         raise UserError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
     if split == "train" and not force:
@@ -131,7 +133,7 @@ def evaluate_workdir(workdir: str, split: str, *, force: bool = False, max_token
                      continuations: int = 0, prefix_chars: int = 200, continue_chars: int = 100,
                      strategies: tuple[str, ...] = ("greedy",), beams: int = 4) -> dict:
     """Score a trained run on a split (and the continuation task); writes `<workdir>/eval_<split>.json`."""
-    check_split(split, force)
+    check_split(split, force, max_tokens)
     config = load_config(workdir)
     corpus = workdir_corpus(config, workdir)
     check_not_empty(corpus, split)
@@ -153,23 +155,17 @@ def evaluate_workdir(workdir: str, split: str, *, force: bool = False, max_token
 def evaluate_ngram(config, order: int, split: str, *, force: bool = False, max_tokens: int = 0,
                    workdir: str | None = None) -> dict:
     """Score an n-gram baseline on a config's data; written beside a workdir's results if one is given."""
-    check_split(split, force)
+    check_split(split, force, max_tokens)
     corpus = prepare(config.data, config.seed)
     check_not_empty(corpus, split)
     started = time.time()
+    scores = score_ngram(corpus, order, split, max_tokens)
     result = {"split": split, "model": f"{order}-gram", "max_tokens": max_tokens,
-              "tokenizer": tokenizer_id(os.path.join(corpus.cache_dir, "tokenizer")),
-              **score_ngram(corpus, order, split, max_tokens), "seconds": 0.0}
-    result["seconds"] = round(time.time() - started, 1)
+              "tokenizer": tokenizer_id(os.path.join(corpus.cache_dir, "tokenizer")), **scores,
+              "seconds": round(time.time() - started, 1)}
     if workdir:
         write_json(os.path.join(workdir, f"eval_{split}_ngram{order}.json"), result)
     return result
-
-
-def write_json(path: str, value: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, ensure_ascii=False)
-        f.write("\n")
 
 
 def describe(result: dict) -> str:

@@ -35,8 +35,9 @@ from ml_collections import ConfigDict  # noqa: E402
 
 from gptjax.data.prepare import prepare  # noqa: E402
 from gptjax.errors import UserError  # noqa: E402
-from gptjax.evaluate import compare, score_ngram, tokenizer_id, write_json  # noqa: E402
-from gptjax.train import report  # noqa: E402
+from gptjax.evaluate import compare, score_ngram, tokenizer_id  # noqa: E402
+from gptjax.train import job, report  # noqa: E402
+from gptjax.train.environment import write_json  # noqa: E402
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -45,10 +46,6 @@ class Run(NamedTuple):
     name: str
     ngram_order: int     # 0 for a trained model
     overrides: dict
-
-
-def is_sweep(config) -> bool:
-    return bool(config.get("sweep", False))
 
 
 def parse_runs(sweep) -> list[Run]:
@@ -138,9 +135,7 @@ def run_one(run: Run, config, workdir: str, ngrams: NgramCache) -> dict:
         summary = ngrams.summary(config, run.ngram_order)
         write_json(path, summary)
         return summary
-    from gptjax.train.job import run as train
-
-    return train(config, workdir)
+    return job.run(config, workdir)
 
 
 def record(run: Run, config, seed: int, summary: dict, workdir: str) -> dict:

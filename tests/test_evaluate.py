@@ -56,6 +56,8 @@ def test_train_split_needs_force(trained):
     workdir, _, _ = trained
     with pytest.raises(UserError, match="--force"):
         evaluate_workdir(workdir, "train")
+    with pytest.raises(UserError, match="negative"):
+        evaluate_workdir(workdir, "val", max_tokens=-1)
     assert evaluate_workdir(workdir, "train", force=True, max_tokens=100)["tokens"] == 99
 
 
@@ -100,13 +102,11 @@ def test_wide_beam_finds_the_most_likely_continuation():
     model, block = tiny_model(vocab)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     prompt = np.array([[2, 4]], np.int32)
-
-    def logprob(tokens):
-        seq = np.concatenate([prompt[0], tokens])
-        logp = jax.nn.log_softmax(model(jnp.asarray(seq[None, :-1])), axis=-1)[0]
-        return float(sum(logp[len(prompt[0]) - 1 + i, t] for i, t in enumerate(tokens)))
-
-    best = max(itertools.product(range(vocab), repeat=2), key=logprob)
+    pairs = np.array(list(itertools.product(range(vocab), repeat=2)), np.int32)
+    seqs = np.concatenate([np.repeat(prompt, len(pairs), axis=0), pairs], axis=1)
+    logp = jax.nn.log_softmax(model(jnp.asarray(seqs[:, :-1])), axis=-1)
+    totals = logp[np.arange(len(pairs)), 1, pairs[:, 0]] + logp[np.arange(len(pairs)), 2, pairs[:, 1]]
+    best = tuple(pairs[int(jnp.argmax(totals))])
     found = continuation.decode(graphdef, params, rest, prompt, 2, block, beams=vocab)[0]
     assert tuple(found) == best
 
