@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gptjax.generate.decoder import DecodeState, extend
+from gptjax.generate.decoder import COMPILER_OPTIONS, DecodeState, extend
 from gptjax.generate.layout import Layout
 from gptjax.model.gpt import KVCache
 
@@ -35,7 +35,7 @@ class BeamState(NamedTuple):
 
 def reorder(dec: DecodeState, rows: jax.Array) -> DecodeState:
     """The decoder state with row i replaced by row rows[i] (beams following their parents)."""
-    cache = KVCache(dec.cache.k[:, rows], dec.cache.v[:, rows], dec.cache.index)
+    cache = KVCache(tuple(k[rows] for k in dec.cache.k), tuple(v[rows] for v in dec.cache.v), dec.cache.index)
     take = lambda a: a[rows]  # noqa: E731
     return dec._replace(cache=cache, logits=take(dec.logits), tokens=take(dec.tokens),
                         window_start=take(dec.window_start), first_slot=take(dec.first_slot),
@@ -114,7 +114,8 @@ def step(model, st: BeamState, layout: Layout, beams: int, early_stopping: bool,
     return st._replace(dec=dec, done=done)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "beams", "early_stopping"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "beams", "early_stopping"),
+                   compiler_options=COMPILER_OPTIONS)
 def search(graphdef, params, dec: DecodeState, stop_mask: jax.Array, max_new: jax.Array,
            length_penalty: jax.Array, *, layout: Layout, beams: int, early_stopping: bool) -> BeamState:
     """Beam search from a prefilled decoder state whose rows repeat each prompt `beams` times."""

@@ -27,6 +27,11 @@ from gptjax.generate.layout import Layout
 from gptjax.model.gpt import KVCache
 
 
+# Without region analysis XLA's CPU compiler copies every cache layer that is both read and
+# updated inside a loop step, which makes each token cost a pass over the whole cache.
+COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+
 class DecodeState(NamedTuple):
     cache: KVCache
     logits: jax.Array        # (B, V) next-token logits
@@ -47,7 +52,9 @@ def fill(model, st: DecodeState, layout: Layout, width: int, keep: jax.Array) ->
     first = (width - keep).astype(jnp.int32)
     positions = jnp.maximum(jnp.arange(width)[None, :] - first[:, None], 0)
     kv_mask = jnp.arange(layout.cache)[None, :] >= first[:, None]
-    empty = st.cache._replace(index=jnp.zeros((), jnp.int32))
+    # An opaque zero: with a constant index XLA would spend minutes constant-folding the
+    # (all masked) attention over the empty cache.
+    empty = st.cache._replace(index=jax.lax.optimization_barrier(jnp.zeros((), jnp.int32)))
     logits, cache = model(window, positions=positions, kv_mask=kv_mask, cache=empty)
     return st._replace(cache=cache, logits=logits[:, -1], window_start=st.length - keep, first_slot=first)
 
@@ -80,7 +87,7 @@ def extend(model, st: DecodeState, layout: Layout) -> DecodeState:
                         lambda s: feed(model, s, layout), st)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "layout"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout"), compiler_options=COMPILER_OPTIONS)
 def start(graphdef, params, prompts: jax.Array, lengths: jax.Array, key: jax.Array, *,
           layout: Layout) -> DecodeState:
     """Prefill right-aligned prompts (B, layout.prompt) of `lengths` real tokens."""
@@ -115,7 +122,8 @@ def step(model, st: DecodeState, layout: Layout, plan: logits_lib.Plan, knobs: l
     return jax.lax.cond(jnp.all(st.done), lambda s: s, lambda s: extend(model, s, layout), st)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "plan"), donate_argnames=("st",))
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "plan"), donate_argnames=("st",),
+                   compiler_options=COMPILER_OPTIONS)
 def advance(graphdef, params, st: DecodeState, knobs: logits_lib.Knobs, stop_mask: jax.Array,
             max_new: jax.Array, steps: jax.Array, *, layout: Layout, plan: logits_lib.Plan) -> DecodeState:
     """Decode up to `steps` tokens per row (or until every row is done) in one compiled loop."""

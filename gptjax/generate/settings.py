@@ -20,7 +20,7 @@ class GenerationSettings:
 
     `overflow` decides what happens when prompt plus new tokens outgrow the model's context:
     `error` refuses up front; `sliding` drops the oldest tokens, re-filling the cache with the
-    last `sliding_keep` tokens whenever it is full (0 means three quarters of the context;
+    last `sliding_keep` tokens whenever it is full (0 means half the context;
     the whole context reproduces full recomputation exactly, at its cost).
     """
 
@@ -83,7 +83,7 @@ class GenerationSettings:
         bad = [t for t in self.stop_tokens if not 0 <= t < vocab_size]
         if bad:
             raise UserError(f"stop token {bad[0]} is not in the vocabulary of {vocab_size} ids")
-        keep = self.sliding_keep or max(1, block_size - block_size // 4)
+        keep = self.sliding_keep or max(1, block_size // 2)
         if not 1 <= keep <= block_size:
             raise UserError(f"sliding_keep={self.sliding_keep} is outside [1, {block_size}] "
                             "(the model's context)")

@@ -165,19 +165,21 @@ def rms(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 
 class KVCache(NamedTuple):
-    """Keys and values of all layers for decoding: (L, B, S_max, N, H) each.
+    """Keys and values for decoding: one (B, N, S_max, H) array per layer in each tuple.
 
     `index` is the next slot to write (one for the whole batch: prompts are left-padded).
+    Separate, head-major arrays let XLA update each in place and read it without a copy.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     index: jax.Array
 
     @classmethod
     def zeros(cls, cfg, batch: int, length: int, dtype=jnp.float32) -> "KVCache":
-        shape = (cfg.n_layer, batch, length, cfg.n_head, cfg.n_embd // cfg.n_head)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+        shape = (batch, cfg.n_head, length, cfg.n_embd // cfg.n_head)
+        layers = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layer))  # noqa: E731
+        return cls(layers(), layers(), jnp.zeros((), jnp.int32))
 
 
 def linear(cfg, din: int, dout: int, in_axis: str, out_axis: str, rngs: nnx.Rngs,
@@ -209,14 +211,14 @@ class CausalSelfAttention(nnx.Module):
 
         if cache_kv is None:  # training / full recomputation: plain causal attention
             mask = None if kv_mask is None else causal_mask(T, T, 0)[None] & kv_mask[:, None, None, :]
-        else:  # decoding: write this chunk into the cache, attend over every slot so far
+        else:  # decoding: attend over the cached slots and this chunk, then cache the chunk
             ck, cv = cache_kv
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
-            cache_kv = (k, v)
-            mask = causal_mask(T, k.shape[1], cache_index)[None]
-            if kv_mask is not None:
-                mask = mask & kv_mask[:, None, None, :]
+            y = cached_attention(q, k, v, ck, cv, cache_index, kv_mask)
+            at = (0, 0, cache_index, 0)
+            cache_kv = (jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), at),
+                        jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), at))
+            y = self.c_proj(y.reshape(B, T, C))
+            return self.resid_dropout(y, deterministic=not train, rngs=rngs), cache_kv
         y = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask,
                       self.attn_dropout if train else None, rngs)
         y = self.c_proj(y.reshape(B, T, C))
@@ -226,6 +228,30 @@ class CausalSelfAttention(nnx.Module):
 def causal_mask(t: int, s: int, offset) -> jax.Array:
     """(1, T, S) boolean: query i (at slot offset+i) sees key slots <= offset+i."""
     return (jnp.arange(s)[None, :] <= (offset + jnp.arange(t))[:, None])[None]
+
+
+def cached_attention(q, k, v, ck, cv, index, kv_mask) -> jax.Array:
+    """Attention of a chunk q, k, v (B, T, N, H) at slots index.. over the cache slots before it
+    (ck, cv: (B, N, S, H)) and causally over itself; kv_mask (B, S) drops padding slots.
+
+    The cache is read before the chunk is written to it, so XLA can update it in place.
+    """
+    T, S = q.shape[1], ck.shape[2]
+    old = jnp.arange(S)[None, None, None, :] < index
+    new = causal_mask(T, T, 0)[None]
+    if kv_mask is not None:
+        old = old & kv_mask[:, None, None, :]
+        new = new & jax.lax.dynamic_slice_in_dim(kv_mask, index, T, axis=1)[:, None, None, :]
+    lowest, scale = jnp.finfo(jnp.float32).min, 1.0 / math.sqrt(q.shape[-1])
+    qh = q.transpose(0, 2, 1, 3)
+    s_old = jnp.einsum("bnth,bnsh->bnts", qh, ck.astype(q.dtype)).astype(jnp.float32) * scale
+    s_new = jnp.einsum("bnth,bsnh->bnts", qh, k).astype(jnp.float32) * scale
+    s_old, s_new = jnp.where(old, s_old, lowest), jnp.where(new, s_new, lowest)
+    top = jnp.maximum(s_old.max(-1, keepdims=True), s_new.max(-1, keepdims=True))
+    e_old, e_new = jnp.exp(s_old - top), jnp.exp(s_new - top)
+    total = e_old.sum(-1, keepdims=True) + e_new.sum(-1, keepdims=True)
+    y = jnp.einsum("bnts,bnsh->btnh", (e_old / total).astype(q.dtype), cv.astype(q.dtype))
+    return y + jnp.einsum("bnts,bsnh->btnh", (e_new / total).astype(q.dtype), v)
 
 
 def attention(q, k, v, mask, dropout: nnx.Dropout | None, rngs) -> jax.Array:
@@ -352,4 +378,4 @@ class GPT(nnx.Module):
         logits = logits.astype(jnp.float32)
         if cache is None:
             return logits
-        return logits, KVCache(jnp.stack(new_k), jnp.stack(new_v), cache.index + T)
+        return logits, KVCache(tuple(new_k), tuple(new_v), cache.index + T)
