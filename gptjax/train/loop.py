@@ -120,6 +120,7 @@ class Trainer:
             n = min(tc.steps_per_call, tc.steps - step)
             trace.before(step)
             state, losses = self.train_step(state, self.batch(step, n))
+            losses.block_until_ready()  # wall-clock figures count finished work, not queued work
             trace.after(step + n, losses)
             pending.append(losses)
             before, step = step, step + n
