@@ -182,11 +182,21 @@ class KVCache(NamedTuple):
         return cls(layers(), layers(), jnp.zeros((), jnp.int32))
 
 
+def rows_dot_general(x, kernel, dimension_numbers, **kwargs) -> jax.Array:
+    """(..., in) @ (in, out) as one matmul over all leading rows: `nnx.Linear`'s dot_general.
+
+    From a 3-D product XLA's CPU backend derives the kernel gradient through a transposed
+    copy of the activations; from the 2-D one it does not (7-12% of a small GPT's step).
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    return jax.lax.dot_general(rows, kernel, (((1,), (0,)), ((), ())), **kwargs).reshape(*x.shape[:-1], -1)
+
+
 def linear(cfg, din: int, dout: int, in_axis: str, out_axis: str, rngs: nnx.Rngs,
            scale: float = 1.0) -> nnx.Linear:
     return nnx.Linear(din, dout, use_bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                       kernel_init=kernel_init(cfg.init, scale), kernel_metadata=axes(in_axis, out_axis),
-                      bias_metadata=axes(out_axis), rngs=rngs)
+                      bias_metadata=axes(out_axis), dot_general=rows_dot_general, rngs=rngs)
 
 
 class CausalSelfAttention(nnx.Module):
@@ -255,17 +265,19 @@ def cached_attention(q, k, v, ck, cv, index, kv_mask) -> jax.Array:
 
 
 def attention(q, k, v, mask, dropout: nnx.Dropout | None, rngs) -> jax.Array:
-    """Softmax attention; the fused `jax.nn.dot_product_attention` unless attention dropout is on."""
-    if dropout is None or dropout.rate == 0.0:
-        if mask is None:
-            return jax.nn.dot_product_attention(q, k, v, is_causal=True)
-        return jax.nn.dot_product_attention(q, k, v, mask=mask)
-    scores = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
+    """Softmax attention of (B, T, N, H) heads; mask None means causal.
+
+    Heads move ahead of time once, so both products are plain batched matmuls: on CPU this
+    beats `jax.nn.dot_product_attention` by about 4% of a train step for short contexts.
+    """
+    q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+    scores = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
     if mask is None:
-        mask = causal_mask(q.shape[1], k.shape[1], 0)[None]
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    weights = dropout(jax.nn.softmax(scores, axis=-1), deterministic=False, rngs=rngs)
-    return jnp.einsum("bnts,bsnh->btnh", weights.astype(v.dtype), v)
+        mask = causal_mask(q.shape[2], k.shape[2], 0)[None]
+    weights = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
+    if dropout is not None and dropout.rate > 0.0:
+        weights = dropout(weights, deterministic=False, rngs=rngs)
+    return jnp.einsum("bnts,bnsh->bnth", weights.astype(v.dtype), v).transpose(0, 2, 1, 3)
 
 
 class MLP(nnx.Module):
@@ -336,7 +348,8 @@ class GPT(nnx.Module):
         if not cfg.tie_embeddings:
             self.lm_head = nnx.Linear(cfg.n_embd, cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
                                       param_dtype=cfg.param_dtype, kernel_init=kernel_init(cfg.init),
-                                      kernel_metadata=axes("embed", "vocab"), rngs=rngs)
+                                      kernel_metadata=axes("embed", "vocab"), dot_general=rows_dot_general,
+                                      rngs=rngs)
 
     def __call__(self, idx: jax.Array, *, positions: jax.Array | None = None,
                  kv_mask: jax.Array | None = None, cache: KVCache | None = None,
@@ -372,7 +385,7 @@ class GPT(nnx.Module):
         x = self.ln_f(x, train)
 
         if self.cfg.tie_embeddings:
-            logits = self.wte.attend(x)
+            logits = self.wte.attend(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
         else:
             logits = self.lm_head(x)
         logits = logits.astype(jnp.float32)
