@@ -80,20 +80,24 @@ def test_plain_template_needs_its_characters():
         ChatTemplate(CharTokenizer("abc"))
 
 
-@pytest.mark.parametrize("role_tokens, answer", [(True, "hi"), (False, "ok")])
-def test_chat_streams_replies_and_keeps_the_history(role_tokens, answer):
-    s = session(role_tokens, persona="hi")
+def test_chat_streams_replies_and_keeps_the_history():
+    s = session(True, persona="hi")
     lines = chat(s, "ok\nhi ok\n")
-    assert lines[:2] == [f"bot> {answer}\n", f"bot> {answer}\n"]
-    assert s.turns == [Turn("user", "ok"), Turn("assistant", answer), Turn("user", "hi ok"),
-                       Turn("assistant", answer)]
+    assert lines[:2] == ["bot> hi\n", "bot> hi\n"]
+    assert s.turns == [Turn("user", "ok"), Turn("assistant", "hi"), Turn("user", "hi ok"), Turn("assistant", "hi")]
     assert s.conversation()[0] == Turn("system", "hi")
 
 
+def test_plain_chat_reply_ends_at_the_newline():
+    s = session(False)
+    assert chat(s, "ok\n")[0] == "bot> ok\n"
+    assert s.turns == [Turn("user", "ok"), Turn("assistant", "ok")]
+
+
 def test_chat_commands(tmp_path):
-    s = session(True)
+    s = session(True, persona="hi")
     path = tmp_path / "chat.json"
-    lines = chat(s, f"ok\n/temperature 0.5\n/temperature -1\n/temperature warm\n/save {path}\n/persona hi\n"
+    lines = chat(s, f"ok\n/temperature 0.5\n/temperature -1\n/temperature warm\n/save {path}\n/persona ok\n"
                     "/reset\n/unknown\n/quit\nok\n")
     assert lines[1] == "(temperature 0.5)\n" and s.settings.temperature == 0.5
     assert lines[2].startswith("error: temperature=-1.0 is negative")
@@ -101,7 +105,7 @@ def test_chat_commands(tmp_path):
     assert lines[4] == f"(saved to {path})\n"
     assert json.loads(path.read_text())["turns"] == [{"role": "user", "text": "ok"},
                                                      {"role": "assistant", "text": "hi"}]
-    assert lines[5] == "(persona set)\n" and s.persona == "hi"
+    assert lines[5] == "(persona set)\n" and s.persona == "ok"
     assert lines[6] == "(history cleared)\n" and s.turns == []
     assert lines[7].startswith("error: /unknown is not a command")
     assert len(lines) == 9  # /quit ended the chat before the last message

@@ -286,25 +286,15 @@ def test_bpe_pieces_of_chinese_and_emoji_decode_whole_characters():
 # ----------------------------------------------------------------------------- the command line
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> str:
-    """A char model trained for one step: enough for the command line to load and run."""
-    from configs.default import get_config
-    from gptjax.train.job import run
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> str:
+    """A workdir whose model loads as a tiny char GPT (loading checkpoints is tested with training)."""
+    from gptjax.data.tokenizers import CharTokenizer
 
-    root = tmp_path_factory.mktemp("cli")
-    (root / "corpus.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 40,
-                                     encoding="utf-8")
-    c = get_config("smoke")
-    c.data.source, c.data.path, c.data.cache_dir = "files", str(root / "corpus.txt"), str(root / "cache")
-    c.data.test_fraction = 0.1
-    c.model.block_size, c.model.n_layer = 16, 1
-    c.train.steps = c.train.steps_per_call = c.train.eval_every = c.train.checkpoint_every = 1
-    c.train.log_every = c.train.eval_batches = 1
-    c.eval.max_tokens = 64
-    c.sample.prompts = []
-    run(c, str(root / "run"))
-    return str(root / "run")
+    model = random_gpt(vocab_size=4, seed=3)
+    monkeypatch.setattr("gptjax.workdir.load_model",
+                        lambda path, which="best": (model, CharTokenizer("abc", unknown="replace"), None))
+    return str(tmp_path)
 
 
 def generate_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -337,21 +327,20 @@ def test_cli_refuses_a_workdir_without_a_model(capsys, tmp_path):
 
 
 def test_cli_streams_one_completion_and_writes_jsonl(capsys, tmp_path, workdir):
-    code, out, _ = generate_cli(capsys, "--workdir", workdir, "--prompt", "First", "--strategy", "greedy",
+    code, out, _ = generate_cli(capsys, "--workdir", workdir, "--prompt", "abc", "--strategy", "greedy",
                                 "--max_new_tokens", "5", "--overflow", "error")
-    assert code == 0 and out.startswith("First") and len(out) == len("First") + 5 + 1
+    assert code == 0 and out.startswith("abc") and out.endswith("\n") and len(out) > len("abc\n")
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("First\nhear me\n", encoding="utf-8")
+    prompts.write_text("ab\nc\n", encoding="utf-8")
     output = tmp_path / "out.jsonl"
     code, _, _ = generate_cli(capsys, "--workdir", workdir, "--prompts_file", str(prompts), "--strategy", "beam",
-                              "--beams", "3", "--num_samples", "2", "--max_new_tokens", "4", "--overflow", "error",
+                              "--beams", "16", "--num_samples", "2", "--max_new_tokens", "3", "--overflow", "error",
                               "--output", str(output))
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    assert code == 0 and [(r["prompt"], r["sample"]) for r in records] == [
-        ("First", 0), ("First", 1), ("hear me", 0), ("hear me", 1)]
-    assert records[0]["score"] >= records[1]["score"] and all(r["tokens"] == 4 for r in records)
+    assert code == 0 and [(r["prompt"], r["sample"]) for r in records] == [("ab", 0), ("ab", 1), ("c", 0), ("c", 1)]
+    assert records[0]["score"] >= records[1]["score"] and all(r["tokens"] == 3 for r in records)
 
 
 def test_cli_names_a_prompt_character_outside_the_vocabulary(capsys, workdir):
-    code, _, err = generate_cli(capsys, "--workdir", workdir, "--prompt", "First 中")
+    code, _, err = generate_cli(capsys, "--workdir", workdir, "--prompt", "ab中")
     assert code == 2 and "'中' (U+4E2D)" in err
