@@ -22,6 +22,8 @@ class GenerationSettings:
     `error` refuses up front; `sliding` drops the oldest tokens, re-filling the cache with the
     last `sliding_keep` tokens whenever it is full (0 means half the context;
     the whole context reproduces full recomputation exactly, at its cost).
+    Beam search scores raw log-probabilities: temperature, top-k/p, min-p and penalties are
+    for sampling and greedy decoding only.
     """
 
     strategy: str = "sample"
