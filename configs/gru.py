@@ -1,9 +1,9 @@
-"""Character-level GRU on the plays: the recurrent baseline at the default GPT's budget.
+"""Character-level GRU on the plays: a recurrent baseline.
 
     python -m gptjax.main --config configs/gru.py --workdir runs/gru
 
 One GRU layer of 256 units (model.n_embd is the hidden size), untied head, trained on the
-same 2500 x 32 x 128 characters as configs/default.py.
+2500 x 32 x 128 characters (10.2M), as configs/lstm.py.
 
 Expected (2-core AMD EPYC CPU shared with other jobs, load 6-7): 20 minutes; validation
 1.50 nats/char (2.16 bits/char), test 2.08 bits/char. Append `:smoke` to the config path
@@ -12,13 +12,10 @@ for a one-minute check.
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config
+from configs import lstm
 
 
 def get_config(arg: str = "") -> ConfigDict:
-    c = default_config()
+    c = lstm.get_config(arg)
     c.model.kind = "gru"
-    c.model.n_layer, c.model.n_embd = 1, 256
-    c.model.tie_embeddings = False
-    c.train.learning_rate = 3e-3
-    return finish(c, arg)
+    return c
