@@ -110,7 +110,7 @@ def step(model, st: BeamState, layout: Layout, beams: int, early_stopping: bool,
     st = merge_pool(st, last, jnp.full_like(live_token, generated), ending, beams)
     done = st.done | settled | at_limit
     dec = dec._replace(done=jnp.repeat(done, K))
-    dec = jax.lax.cond(jnp.all(done), lambda d: d, lambda d: extend(model, d, layout), dec)
+    dec = extend(model, dec, layout)
     return st._replace(dec=dec, done=done)
 
 

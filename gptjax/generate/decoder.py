@@ -46,9 +46,9 @@ class DecodeState(NamedTuple):
     key: jax.Array
 
 
-def fill(model, st: DecodeState, layout: Layout, width: int, keep: jax.Array) -> DecodeState:
-    """Empty the cache and prefill it with the last keep[b] tokens of each row (<= width)."""
-    window = jax.lax.dynamic_slice(st.tokens, (0, st.length - width), (layout.batch, width))
+def fill(model, st: DecodeState, layout: Layout, width: int, keep: jax.Array, end: jax.Array) -> DecodeState:
+    """Empty the cache and prefill it with the keep[b] (<= width) tokens of each row before column end."""
+    window = jax.lax.dynamic_slice(st.tokens, (0, end - width), (layout.batch, width))
     first = (width - keep).astype(jnp.int32)
     positions = jnp.maximum(jnp.arange(width)[None, :] - first[:, None], 0)
     kv_mask = jnp.arange(layout.cache)[None, :] >= first[:, None]
@@ -56,7 +56,7 @@ def fill(model, st: DecodeState, layout: Layout, width: int, keep: jax.Array) ->
     # (all masked) attention over the empty cache.
     empty = st.cache._replace(index=jax.lax.optimization_barrier(jnp.zeros((), jnp.int32)))
     logits, cache = model(window, positions=positions, kv_mask=kv_mask, cache=empty)
-    return st._replace(cache=cache, logits=logits[:, -1], window_start=st.length - keep, first_slot=first)
+    return st._replace(cache=cache, logits=logits[:, -1], window_start=end - keep, first_slot=first)
 
 
 def feed(model, st: DecodeState, layout: Layout) -> DecodeState:
@@ -69,9 +69,11 @@ def feed(model, st: DecodeState, layout: Layout) -> DecodeState:
 
 
 def slide(model, st: DecodeState, layout: Layout) -> DecodeState:
+    """Re-fill the cache with each row's context but its newest token, which `feed` adds next:
+    rows that outgrew the window keep layout.keep tokens in all, the others keep everything."""
     count = st.length - st.window_start
     keep = jnp.minimum(jnp.where(count > layout.window, layout.keep, count), layout.window)
-    return fill(model, st, layout, layout.window, keep)
+    return fill(model, st, layout, layout.window, keep - 1, st.length - 1)
 
 
 def must_slide(st: DecodeState, layout: Layout) -> jax.Array:
@@ -80,11 +82,14 @@ def must_slide(st: DecodeState, layout: Layout) -> jax.Array:
 
 
 def extend(model, st: DecodeState, layout: Layout) -> DecodeState:
-    """Take the newest token into the context, sliding the window first if it does not fit."""
-    if not layout.sliding:
-        return feed(model, st, layout)
-    return jax.lax.cond(must_slide(st, layout), lambda s: slide(model, s, layout),
-                        lambda s: feed(model, s, layout), st)
+    """Take the newest token into the context, sliding the window first if it does not fit.
+
+    The feed stays outside any conditional, so XLA can hoist its loop-invariant work (such
+    as transposing a tied embedding for the head) out of the decode loop.
+    """
+    if layout.sliding:
+        st = jax.lax.cond(must_slide(st, layout), lambda s: slide(model, s, layout), lambda s: s, st)
+    return feed(model, st, layout)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout"), compiler_options=COMPILER_OPTIONS)
@@ -101,13 +106,13 @@ def start(graphdef, params, prompts: jax.Array, lengths: jax.Array, key: jax.Arr
                      jnp.full((B,), W, jnp.int32), jnp.zeros((B,), jnp.int32), seen,
                      jnp.zeros((B, V), jnp.int32), jnp.zeros((B,), bool), jnp.full((B,), W + layout.new, jnp.int32),
                      key)
-    return fill(model, st, layout, layout.prompt, lengths)
+    return fill(model, st, layout, layout.prompt, lengths, st.length)
 
 
 def step(model, st: DecodeState, layout: Layout, plan: logits_lib.Plan, knobs: logits_lib.Knobs,
          stop_mask: jax.Array, max_new: jax.Array) -> DecodeState:
     """Choose one token per live row, record it, and take it into the context."""
-    key, sub = jax.random.split(st.key)
+    key, sub = (st.key, st.key) if plan.greedy else jax.random.split(st.key)
     scores = logits_lib.penalize(st.logits, st.seen, st.counts, plan, knobs)
     live = ~st.done
     token = jnp.where(live, logits_lib.choose(scores, sub, plan, knobs), 0)
@@ -119,7 +124,7 @@ def step(model, st: DecodeState, layout: Layout, plan: logits_lib.Plan, knobs: l
     counts = st.counts.at[rows, token].add(live.astype(jnp.int32)) if plan.frequency else st.counts
     st = st._replace(key=key, tokens=tokens, length=length, seen=seen, counts=counts,
                      done=st.done | finished, end=jnp.where(finished, length, st.end))
-    return jax.lax.cond(jnp.all(st.done), lambda s: s, lambda s: extend(model, s, layout), st)
+    return extend(model, st, layout)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout", "plan"), donate_argnames=("st",),
