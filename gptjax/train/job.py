@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.generate.sampling import generate_uncached
