@@ -45,6 +45,15 @@ def test_cleaning_steps_report_counts():
     assert stats["dedup_documents_removed"] == 1 and stats["min_chars_documents_removed"] == 1
 
 
+def test_whitespace_cleaning_keeps_markdown_hard_breaks_only():
+    cfg = ConfigDict(dict(nfc=False, control_chars=False, whitespace=True, dedup_documents=False,
+                          dedup_lines=False, min_chars=1))
+    text = "**ROMEO**  \nverse one   \nverse two \n  \t\nend\t\n"
+    out, _ = cleaning.clean([Document("play.md", text), Document("notes.txt", text)], cfg)
+    assert out[0].text == "**ROMEO**  \nverse one  \nverse two\n\nend\n"
+    assert out[1].text == "**ROMEO**\nverse one\nverse two\n\nend\n"
+
+
 def test_plays_are_38_and_markdown_can_be_stripped():
     plays = list(sources.plays(markdown=True))
     assert len(plays) == 38 and sum(len(p.text) for p in plays) > 5_000_000

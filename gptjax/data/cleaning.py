@@ -9,6 +9,8 @@ from gptjax.data.sources import Document
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+# In markdown, two or more spaces after text end a line with a hard break: content, not noise.
+MARKDOWN_TRAILING_SPACE = re.compile(r"(?:(?<=\S)( {2,})|[ \t]+)$", re.MULTILINE)
 BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -16,10 +18,11 @@ def clean(docs: list[Document], cfg) -> tuple[list[Document], dict]:
     """Apply the switched-on steps of `data.clean` in order; return documents and counts."""
     stats: dict = {"documents_in": len(docs), "chars_in": sum(len(d.text) for d in docs)}
 
-    def step(name: str, fn) -> None:
+    def step(name: str, fn, markdown_aware: bool = False) -> None:
         nonlocal docs
         before = sum(len(d.text) for d in docs)
-        docs = [Document(d.name, fn(d.text)) for d in docs]
+        docs = [Document(d.name, fn(d.text, d.name.endswith(".md")) if markdown_aware else fn(d.text))
+                for d in docs]
         stats[f"{name}_chars_removed"] = before - sum(len(d.text) for d in docs)
 
     if cfg.nfc:
@@ -27,7 +30,7 @@ def clean(docs: list[Document], cfg) -> tuple[list[Document], dict]:
     if cfg.control_chars:
         step("control_chars", lambda t: CONTROL.sub("", t.replace("\r\n", "\n").replace("\r", "\n")))
     if cfg.whitespace:
-        step("whitespace", lambda t: BLANK_RUNS.sub("\n\n", TRAILING_SPACE.sub("", t)).strip("\n") + "\n")
+        step("whitespace", normalise_whitespace, markdown_aware=True)
     if cfg.dedup_lines:
         seen: set[str] = set()
 
@@ -51,3 +54,13 @@ def clean(docs: list[Document], cfg) -> tuple[list[Document], dict]:
     stats["documents_out"] = len(docs)
     stats["chars_out"] = sum(len(d.text) for d in docs)
     return docs, stats
+
+
+def normalise_whitespace(text: str, markdown: bool) -> str:
+    """No trailing spaces (but markdown's hard breaks, as two spaces), at most one blank line in a
+    row, one final newline."""
+    if markdown:
+        text = MARKDOWN_TRAILING_SPACE.sub(lambda m: "  " if m.group(1) else "", text)
+    else:
+        text = TRAILING_SPACE.sub("", text)
+    return BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
