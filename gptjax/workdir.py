@@ -19,8 +19,23 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise UserError(f"{workdir} holds no trained model (no config.json); train one with python -m gptjax.main")
+    from configs.default import get_config as default_config
+
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        saved = json.load(f)
+    config = default_config()  # keys added since the workdir was trained keep their defaults
+    overlay(config, saved)
+    return config
+
+
+def overlay(config: ml_collections.ConfigDict, saved: dict) -> None:
+    """Write a saved config over `config`, nested dicts into nested ConfigDicts."""
+    with config.ignore_type():
+        for key, value in saved.items():
+            if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+                overlay(config[key], value)
+            else:
+                config[key] = value
 
 
 def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer, ml_collections.ConfigDict]:
