@@ -64,6 +64,25 @@ def test_resumed_run_follows_the_uninterrupted_trajectory(tiny_config, tmp_path)
         assert b[s] == pytest.approx(a[s], abs=1e-6)
 
 
+def test_run_stops_once_validation_is_below_the_target(tiny_config, tmp_path):
+    tiny_config.train.stop_below_bpc = 100.0  # any model beats 100 bits per char
+    summary = run(tiny_config, str(tmp_path / "run"))
+    assert summary["steps"] == 5 and summary["stop_reason"].startswith("validation reached")
+
+
+def test_a_workdir_saved_before_a_key_existed_loads_with_its_default(tmp_path):
+    from configs.default import get_config
+    from gptjax.workdir import load_config
+
+    saved = get_config().to_dict()
+    saved["model"]["n_layer"] = 7
+    del saved["train"]["stop_below_bpc"]
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(saved, f)
+    config = load_config(str(tmp_path))
+    assert config.model.n_layer == 7 and config.train.stop_below_bpc == 0.0
+
+
 def test_same_config_and_seed_give_the_same_numbers(tiny_config, tmp_path):
     first = run(tiny_config, str(tmp_path / "a"))
     second = run(tiny_config, str(tmp_path / "b"))

@@ -63,6 +63,8 @@ def run(config, workdir: str) -> dict:
 
     trainer = Trainer(config, corpus, mesh, graphdef, tx, shardings)
     print(trainer.memory_report(state))
+    if not meta["step"]:
+        meta["wall_seconds"] = time.time() - started  # a run's clock includes preparing its data
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), int(meta["step"]))
     state, meta = trainer.run(state, meta, checkpoints, log)
 
@@ -86,8 +88,8 @@ def run(config, workdir: str) -> dict:
     if main_process:
         environment.write_json(os.path.join(workdir, "summary.json"), summary)
         report.write_report(workdir, config, summary, corpus.cleaning, samples)
-        print(f"done: best val loss {summary['best_val_loss']:.4f}, test {summary.get('test_bpc', float('nan')):.3f} "
-              f"bits/char; report in {os.path.join(workdir, 'report.md')}")
+        scores = "".join(f", {split} {summary[f'{split}_bpc']:.3f} bits/char" for split in final)
+        print(f"done: best val loss {summary['best_val_loss']:.4f}{scores}; report in {os.path.join(workdir, 'report.md')}")
     return summary
 
 

@@ -145,6 +145,8 @@ class Trainer:
                 val = self.validate(state)
                 record.update({f"val_{k}": v for k, v in val.items() if k != "tokens"})
                 record["val_bpc"] = val["bits_per_char"]
+                if tc.stop_below_bpc and val["bits_per_char"] < tc.stop_below_bpc:
+                    stop = f"validation reached {val['bits_per_char']:.3f} < {tc.stop_below_bpc} bits/char"
                 improved = val["loss"] < meta["best_val_loss"]
                 if improved:
                     meta.update(best_val_loss=val["loss"], best_step=step, evals_since_best=0)
