@@ -47,7 +47,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.model.norm_eps = 1e-5
     c.model.activation = "gelu"        # gelu | relu | relu2 | leaky_relu | elu | swiglu
     c.model.init = "normal"            # normal | xavier | he
-    c.model.pos_encoding = "learned"   # learned | sinusoidal | rope | none
+    c.model.pos_encoding = "rope"      # learned | sinusoidal | rope | none
     c.model.rope_theta = 10000.0
     c.model.qk_norm = False
     c.model.bias = True
@@ -61,7 +61,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.model.param_dtype = "float32"
 
     c.train = ConfigDict()
-    c.train.steps = 1200
+    c.train.steps = 600
     c.train.batch_size = 32
     c.train.grad_accum = 1
     c.train.optimizer = "adamw"        # adamw | muon
@@ -87,6 +87,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.keep_checkpoints = 2
     c.train.early_stop_patience = 0    # evaluations without improvement; 0 = off
     c.train.max_minutes = 0.0          # wall-clock budget; 0 = off
+    c.train.stop_below_bpc = 0.0       # stop once validation bits/char fall below this (time-to-target); 0 = off
     c.train.profile_steps = 0          # jax.profiler trace of this many steps into workdir/profile
     c.train.peak_flops = 0.0           # FLOP/s of one device for MFU; 0 = known chip or measured
 
@@ -114,6 +115,13 @@ def finish(c: ConfigDict, arg: str) -> ConfigDict:
     if arg:
         raise ValueError(f"unknown config argument {arg!r}; expected '' or 'smoke'")
     return c
+
+
+def raw_plays(data: ConfigDict) -> None:
+    """The plays exactly as shipped (markdown line-break spaces kept), validation the last 10% and
+    no test split: nanoGPT's split, on which the reference figures of other projects are measured."""
+    data.clean.whitespace = False
+    data.val_fraction, data.test_fraction = 0.1, 0.0
 
 
 def shrink(c: ConfigDict) -> ConfigDict:
