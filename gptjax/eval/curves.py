@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from gptjax.baselines.ngram import ngram_baseline  # noqa: E402
@@ -51,6 +52,7 @@ def plot(records: list[dict], ngrams: dict[int, float], flops_per_tok: float, pa
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[1].set_xscale("log")
+    axes[1].xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
     axes[0].set_ylabel("validation bits per char")
     axes[0].legend()
     fig.savefig(path, dpi=120, bbox_inches="tight")
