@@ -20,7 +20,6 @@ def get_config(arg: str = "") -> ConfigDict:
     raw_plays(c.data)
     c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size = 4, 4, 128, 64
     c.model.dropout = 0.0
-    c.model.pos_encoding = "rope"
     c.train.steps, c.train.batch_size = 2000, 12
     c.train.learning_rate, c.train.warmup_steps, c.train.min_lr_ratio = 1e-3, 100, 0.1
     c.train.beta2 = 0.99

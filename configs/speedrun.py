@@ -23,7 +23,6 @@ def get_config(arg: str = "") -> ConfigDict:
     c.data.tokenizer = "bpe"
     c.data.vocab_size = 2048
     c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size = 6, 4, 256, 128
-    c.model.pos_encoding = "rope"
     c.model.norm = "rmsnorm"
     c.model.activation = "relu2"
     c.model.bias = False

@@ -18,23 +18,23 @@ def clean(docs: list[Document], cfg) -> tuple[list[Document], dict]:
     """Apply the switched-on steps of `data.clean` in order; return documents and counts."""
     stats: dict = {"documents_in": len(docs), "chars_in": sum(len(d.text) for d in docs)}
 
-    def step(name: str, fn, markdown_aware: bool = False) -> None:
+    def step(name: str, fn) -> None:
+        """fn(text, is_markdown) -> cleaned text, for every document."""
         nonlocal docs
         before = sum(len(d.text) for d in docs)
-        docs = [Document(d.name, fn(d.text, d.name.endswith(".md")) if markdown_aware else fn(d.text))
-                for d in docs]
+        docs = [Document(d.name, fn(d.text, d.name.endswith(".md"))) for d in docs]
         stats[f"{name}_chars_removed"] = before - sum(len(d.text) for d in docs)
 
     if cfg.nfc:
-        step("nfc", lambda t: unicodedata.normalize("NFC", t))
+        step("nfc", lambda t, _: unicodedata.normalize("NFC", t))
     if cfg.control_chars:
-        step("control_chars", lambda t: CONTROL.sub("", t.replace("\r\n", "\n").replace("\r", "\n")))
+        step("control_chars", lambda t, _: CONTROL.sub("", t.replace("\r\n", "\n").replace("\r", "\n")))
     if cfg.whitespace:
-        step("whitespace", normalise_whitespace, markdown_aware=True)
+        step("whitespace", normalise_whitespace)
     if cfg.dedup_lines:
         seen: set[str] = set()
 
-        def first_occurrences(text: str) -> str:
+        def first_occurrences(text: str, _markdown: bool) -> str:
             kept = []
             for line in text.split("\n"):
                 if not line.strip() or line not in seen:
