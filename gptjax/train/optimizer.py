@@ -10,10 +10,12 @@ from gptjax.errors import UserError
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
 
-def learning_rate_schedule(tc) -> optax.Schedule:
-    """Linear warmup, then cosine / linear decay to min_lr_ratio * lr, constant, or
-    warmup-stable-decay (flat, then linear decay over the last decay_fraction of steps)."""
-    peak, floor = tc.learning_rate, tc.learning_rate * tc.min_lr_ratio
+def learning_rate_schedule(tc, peak: float = 0.0) -> optax.Schedule:
+    """Linear warmup, then cosine / linear decay to min_lr_ratio * peak, constant, or
+    warmup-stable-decay (flat, then linear decay over the last decay_fraction of steps).
+    peak defaults to train.learning_rate."""
+    peak = peak or tc.learning_rate
+    floor = peak * tc.min_lr_ratio
     steps = tc.schedule_steps or tc.steps
     warmup = min(tc.warmup_steps, steps)
     rest = max(steps - warmup, 1)
@@ -54,8 +56,10 @@ def build_optimizer(tc, params) -> optax.GradientTransformation:
     if tc.optimizer == "adamw":
         core = optax.adamw(schedule, b1=tc.beta1, b2=tc.beta2, eps=tc.eps, weight_decay=tc.weight_decay, mask=mask)
     elif tc.optimizer == "muon":
-        # Muon orthogonalises the updates of hidden matrices; everything else gets AdamW.
-        core = optax.contrib.muon(schedule, adam_b1=tc.beta1, adam_b2=tc.beta2, eps=tc.eps,
+        # Muon orthogonalises the updates of hidden matrices (on a peak rate of their own:
+        # orthogonalised updates have entries about 1/sqrt(width) the size of Adam's); everything else gets AdamW.
+        core = optax.contrib.muon(learning_rate_schedule(tc, tc.muon_learning_rate), adam_learning_rate=schedule,
+                                  adam_b1=tc.beta1, adam_b2=tc.beta2, eps=tc.eps,
                                   weight_decay=tc.weight_decay, weight_decay_mask=mask,
                                   muon_weight_dimension_numbers=muon_dimensions(params))
     else:

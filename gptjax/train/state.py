@@ -27,11 +27,27 @@ def state_shardings(graphdef, abstract_params, abstract_rest, tx: optax.Gradient
     """Shardings of every array of the train state; optimizer moments follow their parameter."""
     params = mesh_lib.state_shardings(abstract_params, mesh)
     rest = mesh_lib.state_shardings(abstract_rest, mesh)
-    opt_shapes = jax.eval_shape(tx.init, abstract_params)
-    opt = optax.tree_map_params(tx, lambda _, s: s, opt_shapes, params,
-                                transform_non_params=lambda _: mesh_lib.replicated(mesh),
-                                is_leaf=lambda x: isinstance(x, nnx.Variable))
+    opt = moment_shardings(jax.eval_shape(tx.init, abstract_params), abstract_params, params, mesh)
     return TrainState(mesh_lib.replicated(mesh), params, rest, opt)
+
+
+def moment_shardings(opt_shapes, abstract_params, param_shardings, mesh: Mesh):
+    """A leaf of the optimizer state whose path ends with a parameter's path, and whose shape is
+    that parameter's, is that parameter's moment and takes its sharding; the rest (counts, scalars)
+    are replicated. Matching paths rather than calling optax.tree_map_params works for partitioned
+    optimizers such as Muon, whose labels cannot be computed from optax's placeholder parameters."""
+    shapes = dict(jax.tree_util.tree_flatten_with_path(abstract_params)[0])
+    by_path = {path: (shapes[path].shape, sharding)
+               for path, sharding in jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+
+    def one(path, leaf):
+        for start in range(len(path)):
+            shape, sharding = by_path.get(tuple(path[start:]), (None, None))
+            if shape == leaf.shape:
+                return sharding
+        return mesh_lib.replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(one, opt_shapes)
 
 
 def fresh_state(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation) -> TrainState:

@@ -1,0 +1,90 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from gptjax.train import mesh as mesh_lib, optimizer, state as state_lib, step as step_lib
+
+
+def train_config(**overrides):
+    c = get_config()
+    c.model.update(n_layer=1, n_head=2, n_embd=16, block_size=8)
+    c.train.update({**dict(steps=100, warmup_steps=10, learning_rate=1e-2, min_lr_ratio=0.1), **overrides})
+    return c
+
+
+def test_cosine_warms_up_to_the_peak_and_ends_at_the_floor():
+    schedule = optimizer.learning_rate_schedule(train_config().train)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(10)) == pytest.approx(1e-2)
+    assert float(schedule(100)) == pytest.approx(1e-3)
+    assert float(schedule(55)) == pytest.approx(5.5e-3, rel=1e-3)
+
+
+def test_wsd_stays_flat_until_its_decay_fraction():
+    schedule = optimizer.learning_rate_schedule(train_config(schedule="wsd", decay_fraction=0.2).train)
+    assert float(schedule(79)) == pytest.approx(1e-2)
+    assert float(schedule(90)) == pytest.approx(5.5e-3)
+    assert float(schedule(100)) == pytest.approx(1e-3)
+
+
+def test_a_peak_of_its_own_scales_the_whole_schedule():
+    tc = train_config().train
+    for step in (5, 10, 60, 100):
+        assert float(optimizer.learning_rate_schedule(tc, 0.05)(step)) == pytest.approx(
+            5 * float(optimizer.learning_rate_schedule(tc)(step)))
+
+
+def flat(tree) -> dict:
+    return {"/".join(str(getattr(k, "key", k)) for k in path).removesuffix("/.value"): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: x is None)}
+
+
+def test_weight_decay_spares_norms_and_biases_and_embeddings_unless_asked():
+    c = train_config()
+    _, params, _ = state_lib.abstract_model(c.model, 10, 0)
+    mask = flat(optimizer.decay_mask(params, decay_embeddings=False))
+    assert mask["h/0/attn/c_attn/kernel"] and mask["h/0/mlp/c_fc/kernel"]
+    assert not mask["wte/embedding"] and not mask["h/0/attn/c_attn/bias"] and not mask["ln_f/norm/scale"]
+    assert flat(optimizer.decay_mask(params, decay_embeddings=True))["wte/embedding"]
+
+
+def first_update(c) -> dict:
+    """The update of the optimizer's first step past warmup, for fixed gradients."""
+    _, params, _ = state_lib.abstract_model(c.model, 10, 0)
+    params = jax.tree.map(lambda p: jnp.ones(p.shape, p.dtype), params)
+    grads = jax.tree.map(lambda p: jnp.asarray(np.random.default_rng(0).normal(size=p.shape), p.dtype), params)
+    tx = optimizer.build_optimizer(c.train, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return flat(updates)
+
+
+def test_muon_moves_hidden_matrices_on_their_own_rate_and_the_rest_on_adamw():
+    base = dict(optimizer="muon", warmup_steps=0, weight_decay=0.0, grad_clip=0.0)
+    same, faster = first_update(train_config(**base)), first_update(train_config(muon_learning_rate=3e-2, **base))
+    hidden = ["h/0/attn/c_attn/kernel", "h/0/attn/c_proj/kernel", "h/0/mlp/c_fc/kernel", "h/0/mlp/c_proj/kernel"]
+    for name in hidden:
+        np.testing.assert_allclose(faster[name], 3 * same[name], rtol=1e-5)
+        singular = np.linalg.svd(np.asarray(same[name]), compute_uv=False)
+        assert singular.max() / singular.min() < 2, f"{name}: update not orthogonalised"
+    for name in ("wte/embedding", "ln_f/norm/scale"):
+        np.testing.assert_allclose(faster[name], same[name])
+        assert 0.5e-2 < np.abs(same[name]).max() < 2e-2  # Adam's first step is about lr * sign(g)
+
+
+def test_a_muon_train_state_is_built_sharded_and_trains():
+    c = train_config(optimizer="muon", muon_learning_rate=2e-2, warmup_steps=0)
+    graphdef, params, rest = state_lib.abstract_model(c.model, 10, 0)
+    tx = optimizer.build_optimizer(c.train, params)
+    mesh = mesh_lib.build_mesh(c.mesh)
+    shardings = state_lib.state_shardings(graphdef, params, rest, tx, mesh)
+    moments = flat(shardings.opt_state)
+    assert any(name.endswith("h/0/mlp/c_fc/kernel") for name in moments)  # Muon's momentum
+    state = state_lib.init_state(c.model, 10, 0, tx, shardings)
+    train_step = jax.jit(step_lib.make_train_step(graphdef, tx, c.train, 0))
+    rows = np.tile(np.arange(9, dtype=np.int32), (10, 1, 4, 1))  # 10 steps a call
+    state, first = train_step(state, rows)
+    for _ in range(5):
+        state, losses = train_step(state, rows)
+    assert float(losses[-1]) < float(first[0]) / 10
