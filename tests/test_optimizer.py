@@ -51,7 +51,7 @@ def test_weight_decay_spares_norms_and_biases_and_embeddings_unless_asked():
 
 
 def first_update(c) -> dict:
-    """The update of the optimizer's first step past warmup, for fixed gradients."""
+    """The optimizer's first update (no warmup) for fixed random gradients."""
     _, params, _ = state_lib.abstract_model(c.model, 10, 0)
     params = jax.tree.map(lambda p: jnp.ones(p.shape, p.dtype), params)
     grads = jax.tree.map(lambda p: jnp.asarray(np.random.default_rng(0).normal(size=p.shape), p.dtype), params)
