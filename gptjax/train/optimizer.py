@@ -56,8 +56,8 @@ def build_optimizer(tc, params) -> optax.GradientTransformation:
     if tc.optimizer == "adamw":
         core = optax.adamw(schedule, b1=tc.beta1, b2=tc.beta2, eps=tc.eps, weight_decay=tc.weight_decay, mask=mask)
     elif tc.optimizer == "muon":
-        # Muon orthogonalises the updates of hidden matrices (on a peak rate of their own:
-        # orthogonalised updates have entries about 1/sqrt(width) the size of Adam's); everything else gets AdamW.
+        # Muon orthogonalises the updates of hidden matrices, on a peak rate of their own (an
+        # orthogonalised update's entries are about 1/sqrt(width) of Adam's); the rest get AdamW.
         core = optax.contrib.muon(learning_rate_schedule(tc, tc.muon_learning_rate), adam_learning_rate=schedule,
                                   adam_b1=tc.beta1, adam_b2=tc.beta2, eps=tc.eps,
                                   weight_decay=tc.weight_decay, weight_decay_mask=mask,
