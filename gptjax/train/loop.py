@@ -20,6 +20,7 @@ from gptjax.data import batches
 from gptjax.data.prepare import Corpus
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import mfu, profiling
+from gptjax.train.batch_ramp import BatchSchedule
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.optimizer import learning_rate_schedule
 from gptjax.train.step import TrainState, make_eval_step, make_train_step, summarize
@@ -74,20 +75,25 @@ class Trainer:
             for b in batches.eval_batches(corpus.tokens["val"], config.seed, tc.eval_batches,
                                           config.eval.batch_size, block, self.row_sharding)]
         self.schedule = learning_rate_schedule(tc)
+        self.batch_sizes = BatchSchedule(tc.batch_ramp, tc.batch_size)
         self.flops_per_token = mfu.flops_per_token(config.model, corpus.tokenizer.vocab_size, config.seed)
         self.peak_flops = mfu.device_peak(tc.peak_flops)
 
     def batch(self, step: int, n: int) -> jax.Array:
         tc = self.c.train
         return batches.train_batch(self.corpus.tokens["train"], self.c.seed, step, n, tc.grad_accum,
-                                   tc.batch_size, self.c.model.block_size, self.batch_sharding)
+                                   self.batch_sizes.size(step), self.c.model.block_size, self.batch_sharding)
+
+    def tokens_before(self, step: int) -> int:
+        return self.batch_sizes.rows_before(step) * self.c.model.block_size
 
     def memory_report(self, state: TrainState) -> str:
-        """Compiled memory use of one call, printed before step 1 (compiles the step once)."""
+        """Compiled memory use of one call at the full batch size, printed before step 1 (compiles the step once)."""
         n = min(self.c.train.steps_per_call, self.c.train.steps)
         if n == 0:
             return "no train steps to compile"
-        analysis = self.train_step.lower(state, self.batch(0, n)).compile().memory_analysis()
+        full = self.batch_sizes.starts[-1]
+        analysis = self.train_step.lower(state, self.batch(full, n)).compile().memory_analysis()
         if analysis is None:
             return "compiled memory use: not reported by this backend"
         mib = lambda b: b / 2**20  # noqa: E731
@@ -107,24 +113,23 @@ class Trainer:
     def run(self, state: TrainState, meta: dict, checkpoints: Checkpoints, log: MetricsLog) -> tuple[TrainState, dict]:
         """Train from meta['step'] to train.steps (or early stop / time budget); returns the last state."""
         tc = self.c.train
-        tokens_per_step = tc.batch_size * self.c.model.block_size
         step = int(meta["step"])
         started, wall_before = time.time(), meta["wall_seconds"]
         pending: list[jax.Array] = []
-        last_log = (step, time.time())
+        last_log = (self.tokens_before(step), time.time())
         bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                    disable=jax.process_index() != 0 or None)
         stop = ""
         trace = profiling.StepTrace(os.path.join(os.path.dirname(log.path), "profile"), tc.profile_steps)
         while step < tc.steps and not stop:
-            n = min(tc.steps_per_call, tc.steps - step)
+            n = int(min(tc.steps_per_call, tc.steps - step, self.batch_sizes.stage_end(step) - step))
             trace.before(step)
             state, losses = self.train_step(state, self.batch(step, n))
             losses.block_until_ready()  # wall-clock figures count finished work, not queued work
             trace.after(step + n, losses)
             pending.append(losses)
             before, step = step, step + n
-            meta.update(step=step, tokens_seen=step * tokens_per_step,
+            meta.update(step=step, tokens_seen=self.tokens_before(step),
                         wall_seconds=wall_before + time.time() - started)
             if tc.max_minutes and meta["wall_seconds"] > 60 * tc.max_minutes:
                 stop = f"time budget of {tc.max_minutes} minutes reached"
@@ -133,8 +138,8 @@ class Trainer:
                 train_loss = float(np.mean(np.concatenate(jax.device_get(pending))))
                 pending.clear()
                 now = time.time()
-                rate = (step - last_log[0]) * tokens_per_step / max(now - last_log[1], 1e-9)
-                last_log = (step, now)
+                rate = (meta["tokens_seen"] - last_log[0]) / max(now - last_log[1], 1e-9)
+                last_log = (meta["tokens_seen"], now)
                 record.update(train_loss=train_loss, lr=float(self.schedule(step - 1)), tokens_per_sec=rate,
                               **mfu.utilisation(rate, self.flops_per_token, self.peak_flops, self.mesh.size))
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}")

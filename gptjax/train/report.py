@@ -53,7 +53,8 @@ def write_report(workdir: str, config, summary: dict, cleaning: dict, samples: l
         f"- model: {m.kind}, {m.n_layer} layers, {m.n_embd} wide, block {m.block_size}, dropout {m.dropout}"
         + (f", {m.n_head} heads, norm {m.norm}, activation {m.activation}, positions {m.pos_encoding}"
            if m.kind == "gpt" else ""),
-        f"- training: {t.steps} steps of {t.batch_size} x {m.block_size} tokens, {t.optimizer} lr {t.learning_rate} "
+        f"- training: {t.steps} steps of {t.batch_size} x {m.block_size} tokens"
+        + (f" (first rows:steps {t.batch_ramp})" if t.batch_ramp else "") + f", {t.optimizer} lr {t.learning_rate} "
         f"({t.schedule}, warmup {t.warmup_steps}), weight decay {t.weight_decay}, clip {t.grad_clip}",
         f"- cleaning: {json.dumps(cleaning)}", "",
         "## Results", "",

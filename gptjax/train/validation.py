@@ -9,6 +9,7 @@ from gptjax.data.prepare import Corpus
 from gptjax.errors import UserError
 from gptjax.model import KINDS
 from gptjax.model import gpt
+from gptjax.train.batch_ramp import BatchSchedule
 from gptjax.train.optimizer import SCHEDULES
 
 CHOICES = {
@@ -98,13 +99,14 @@ def check_corpus(config, corpus: Corpus) -> None:
 
 def check_batch(config, mesh) -> None:
     replicas = mesh.shape["data"] * mesh.shape["fsdp"]
-    micro = config.train.batch_size // config.train.grad_accum
-    if config.train.batch_size % config.train.grad_accum:
-        raise UserError(f"train.batch_size={config.train.batch_size} is not divisible by "
-                        f"train.grad_accum={config.train.grad_accum}")
-    if micro % replicas:
-        raise UserError(f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible by the "
-                        f"{replicas} data-parallel replicas (mesh data x fsdp)")
+    accum = config.train.grad_accum
+    for rows in BatchSchedule(config.train.batch_ramp, config.train.batch_size).rows:
+        if rows % accum:
+            raise UserError(f"a batch of {rows} rows (train.batch_size or train.batch_ramp) is not divisible by "
+                            f"train.grad_accum={accum}")
+        if (rows // accum) % replicas:
+            raise UserError(f"micro-batch {rows // accum} (a batch of {rows} rows / train.grad_accum) is not "
+                            f"divisible by the {replicas} data-parallel replicas (mesh data x fsdp)")
     if config.eval.batch_size % replicas:
         raise UserError(f"eval.batch_size={config.eval.batch_size} is not divisible by the {replicas} "
                         "data-parallel replicas (mesh data x fsdp)")
