@@ -1,6 +1,6 @@
 """Batch-size schedule: smaller batches for the first steps, then train.batch_size.
 
-Early in training the gradient is large against its noise, so a small batch buys nearly the
+Early in training the gradient is large against its noise, so a small batch can buy nearly the
 progress of a large one at a fraction of the cost; the batch worth paying for grows as the loss
 falls (GPT-3 ramped its batch size for this reason). The stages are piecewise constant, so the
 train step compiles once per stage, and the batch of a step depends only on the step number,
