@@ -59,8 +59,6 @@ class Trainer:
     def __init__(self, config, corpus: Corpus, mesh, graphdef, tx, shardings: TrainState):
         self.c, self.corpus, self.mesh = config, corpus, mesh
         tc, block = config.train, config.model.block_size
-        if tc.batch_size % tc.grad_accum:
-            raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by train.grad_accum={tc.grad_accum}")
         self.batch_sharding = mesh_lib.batch_sharding(mesh, leading=2)
         self.row_sharding = mesh_lib.batch_sharding(mesh)
         self.train_step = jax.jit(make_train_step(graphdef, tx, tc, config.seed),
