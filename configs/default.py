@@ -89,7 +89,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.keep_checkpoints = 2
     c.train.early_stop_patience = 0    # evaluations without improvement; 0 = off
     c.train.max_minutes = 0.0          # wall-clock budget; 0 = off
-    c.train.stop_below_bpc = 0.0       # stop once validation bits/char fall below this (time-to-target); 0 = off
+    c.train.stop_below_bpc = 0.0       # stop once the whole validation split is below this many bits/char; 0 = off
     c.train.profile_steps = 0          # jax.profiler trace of this many steps into workdir/profile
     c.train.peak_flops = 0.0           # FLOP/s of one device for MFU; 0 = known chip or measured
 

@@ -7,6 +7,7 @@ import pytest
 
 from gptjax.errors import UserError
 from gptjax.train.job import run
+from gptjax.train.loop import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +69,17 @@ def test_run_stops_once_validation_is_below_the_target(tiny_config, tmp_path):
     tiny_config.train.stop_below_bpc = 100.0  # any model beats 100 bits per char
     summary = run(tiny_config, str(tmp_path / "run"))
     assert summary["steps"] == 5 and summary["stop_reason"].startswith("validation reached")
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert records[-1]["val_full_bpc"] == pytest.approx(summary["val_bpc"])
+
+
+def test_the_sampled_batches_alone_do_not_stop_a_run(tiny_config, tmp_path, monkeypatch):
+    whole_split = Trainer.full_split
+    monkeypatch.setattr(Trainer, "full_split", lambda self, params, rest, split: {
+        **whole_split(self, params, rest, split), "bits_per_char": 1e9})
+    tiny_config.train.stop_below_bpc = 100.0  # the batches pass; the (patched) whole split does not
+    summary = run(tiny_config, str(tmp_path / "run"))
+    assert summary["steps"] == tiny_config.train.steps and summary["stop_reason"] == "completed"
 
 
 def test_a_workdir_saved_before_a_key_existed_loads_with_its_default(tmp_path):
