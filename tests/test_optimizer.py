@@ -50,11 +50,25 @@ def test_weight_decay_spares_norms_and_biases_and_embeddings_unless_asked():
     assert flat(optimizer.decay_mask(params, decay_embeddings=True))["wte/embedding"]
 
 
-def first_update(c) -> dict:
+def gaussian(shape) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=shape)
+
+
+def ill_conditioned(shape) -> np.ndarray:
+    """A gradient whose singular values span two orders of magnitude (vectors: Gaussian)."""
+    if len(shape) != 2:
+        return gaussian(shape)
+    rng, k = np.random.default_rng(0), min(shape)
+    u, _ = np.linalg.qr(rng.normal(size=(shape[0], k)))
+    v, _ = np.linalg.qr(rng.normal(size=(shape[1], k)))
+    return u @ np.diag(np.logspace(0, -2, k)) @ v.T
+
+
+def first_update(c, gradient=gaussian) -> dict:
     """The optimizer's first update (no warmup) for fixed random gradients."""
     _, params, _ = state_lib.abstract_model(c.model, 10, 0)
     params = jax.tree.map(lambda p: jnp.ones(p.shape, p.dtype), params)
-    grads = jax.tree.map(lambda p: jnp.asarray(np.random.default_rng(0).normal(size=p.shape), p.dtype), params)
+    grads = jax.tree.map(lambda p: jnp.asarray(gradient(p.shape), p.dtype), params)
     tx = optimizer.build_optimizer(c.train, params)
     updates, _ = tx.update(grads, tx.init(params), params)
     return flat(updates)
@@ -71,6 +85,16 @@ def test_muon_moves_hidden_matrices_on_their_own_rate_and_the_rest_on_adamw():
     for name in ("wte/embedding", "ln_f/norm/scale"):
         np.testing.assert_allclose(faster[name], same[name])
         assert 0.5e-2 < np.abs(same[name]).max() < 2e-2  # Adam's first step is about lr * sign(g)
+
+
+def test_fewer_newton_schulz_iterations_leave_muon_updates_less_orthogonal():
+    base = dict(optimizer="muon", warmup_steps=0, weight_decay=0.0, grad_clip=0.0)
+    spread = {}
+    for steps in (1, 5):
+        update = first_update(train_config(muon_ns_steps=steps, **base), ill_conditioned)["h/0/mlp/c_fc/kernel"]
+        singular = np.linalg.svd(np.asarray(update), compute_uv=False)
+        spread[steps] = singular.max() / singular.min()
+    assert spread[5] < 2 < 20 < spread[1]
 
 
 def test_a_muon_train_state_is_built_sharded_and_trains():

@@ -28,7 +28,7 @@ CHOICES = {
     "train.optimizer": ("adamw", "muon"),
 }
 POSITIVE = ("model.block_size", "model.n_layer", "model.n_head", "model.n_embd", "train.batch_size",
-            "train.grad_accum", "train.steps_per_call", "train.learning_rate", "eval.batch_size")
+            "train.grad_accum", "train.steps_per_call", "train.learning_rate", "train.muon_ns_steps", "eval.batch_size")
 NON_NEGATIVE = ("train.steps", "train.warmup_steps", "train.weight_decay", "train.grad_clip", "model.dropout",
                 "train.l1", "train.l2", "train.eval_every", "train.log_every", "train.checkpoint_every")
 # What a resumed run must share with the run that wrote the workdir.
