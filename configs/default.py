@@ -69,6 +69,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.learning_rate = 2e-3
     c.train.muon_learning_rate = 0.0   # muon: peak rate of the hidden matrices; 0 = learning_rate
     c.train.muon_ns_steps = 5          # muon: Newton-Schulz iterations that orthogonalise each update
+    c.train.muon_beta = 0.95           # muon: momentum of the hidden matrices (Nesterov)
     c.train.schedule = "cosine"        # cosine | linear | constant | wsd
     c.train.schedule_steps = 0         # length of the schedule; 0 = train.steps (set it to stop early)
     c.train.warmup_steps = 100

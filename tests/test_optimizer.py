@@ -1,3 +1,5 @@
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,8 +52,8 @@ def test_weight_decay_spares_norms_and_biases_and_embeddings_unless_asked():
     assert flat(optimizer.decay_mask(params, decay_embeddings=True))["wte/embedding"]
 
 
-def gaussian(shape) -> np.ndarray:
-    return np.random.default_rng(0).normal(size=shape)
+def gaussian(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape)
 
 
 def ill_conditioned(shape) -> np.ndarray:
@@ -64,13 +66,15 @@ def ill_conditioned(shape) -> np.ndarray:
     return u @ np.diag(np.logspace(0, -2, k)) @ v.T
 
 
-def first_update(c, gradient=gaussian) -> dict:
-    """The optimizer's first update (no warmup) for fixed random gradients."""
+def last_update(c, *gradients) -> dict:
+    """The optimizer's update after fixed random gradients, one a step, at fixed parameters."""
     _, params, _ = state_lib.abstract_model(c.model, 10, 0)
     params = jax.tree.map(lambda p: jnp.ones(p.shape, p.dtype), params)
-    grads = jax.tree.map(lambda p: jnp.asarray(gradient(p.shape), p.dtype), params)
     tx = optimizer.build_optimizer(c.train, params)
-    updates, _ = tx.update(grads, tx.init(params), params)
+    state = tx.init(params)
+    for gradient in gradients:
+        grads = jax.tree.map(lambda p: jnp.asarray(gradient(p.shape), p.dtype), params)
+        updates, state = tx.update(grads, state, params)
     return flat(updates)
 
 
@@ -84,8 +88,8 @@ def spread(update) -> float:
 
 
 def test_muon_moves_hidden_matrices_on_their_own_rate_and_the_rest_on_adamw():
-    same = first_update(train_config(**MUON_FIRST_STEP))
-    faster = first_update(train_config(muon_learning_rate=3e-2, **MUON_FIRST_STEP))
+    same = last_update(train_config(**MUON_FIRST_STEP), gaussian)
+    faster = last_update(train_config(muon_learning_rate=3e-2, **MUON_FIRST_STEP), gaussian)
     hidden = ["h/0/attn/c_attn/kernel", "h/0/attn/c_proj/kernel", "h/0/mlp/c_fc/kernel", "h/0/mlp/c_proj/kernel"]
     for name in hidden:
         np.testing.assert_allclose(faster[name], 3 * same[name], rtol=1e-5)
@@ -96,9 +100,20 @@ def test_muon_moves_hidden_matrices_on_their_own_rate_and_the_rest_on_adamw():
 
 
 def test_fewer_newton_schulz_iterations_leave_muon_updates_less_orthogonal():
-    after = {steps: spread(first_update(train_config(muon_ns_steps=steps, **MUON_FIRST_STEP), ill_conditioned)
+    after = {steps: spread(last_update(train_config(muon_ns_steps=steps, **MUON_FIRST_STEP), ill_conditioned)
                            ["h/0/mlp/c_fc/kernel"]) for steps in (1, 5)}
     assert after[5] < 2 < 20 < after[1]
+
+
+def test_muon_momentum_carries_the_first_gradient_into_the_second_update():
+    def alignment(beta):
+        """Cosine between the second update of c_fc and the first gradient (near 0 without momentum)."""
+        update = last_update(train_config(muon_beta=beta, **MUON_FIRST_STEP), gaussian, partial(gaussian, seed=1))
+        first = gaussian(update["h/0/mlp/c_fc/kernel"].shape)
+        second = np.asarray(update["h/0/mlp/c_fc/kernel"])
+        return float((second * first).sum() / np.linalg.norm(second) / np.linalg.norm(first))
+    assert abs(alignment(0.0)) < 0.1
+    assert alignment(0.95) < -0.3
 
 
 def test_a_muon_train_state_is_built_sharded_and_trains():

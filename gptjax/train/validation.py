@@ -57,10 +57,11 @@ def check_config(config) -> None:
         raise UserError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}")
     if m.kind == "gpt" and m.pos_encoding == "rope" and (m.n_embd // m.n_head) % 2:
         raise UserError(f"rope needs an even head size, but n_embd/n_head = {m.n_embd // m.n_head}")
-    for site in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout"):
-        value = m[site]
+    fractions = {f"model.{site}": m[site] for site in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout")}
+    fractions.update({f"train.{key}": config.train[key] for key in ("beta1", "beta2", "muon_beta")})
+    for key, value in fractions.items():
         if value is not None and not 0 <= value < 1:
-            raise UserError(f"model.{site}={value} must be in [0, 1)")
+            raise UserError(f"config {key}={value} must be in [0, 1)")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
