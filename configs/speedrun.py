@@ -10,8 +10,10 @@ nearly the same cost. One layer, 256 wide: at this budget (about 3M tokens) the 
 hardly depends on depth, and each layer removed makes the step cheaper (record log, entries
 14-18). Muon on the hidden matrices keeps the one-layer curve falling where AdamW's flattens
 out above the 7-gram (entries 18, 28, 30), and with QK-norm it falls faster still (34, 40).
+An MLP 3 times the width rather than 4 costs a little per step and buys about 19% more
+tokens a second (46); Muon's momentum at 0.9 rather than 0.95 gains at every step (50).
 RoPE, RMSNorm, ReLU^2, no biases; a cosine schedule of 700 steps, the learning rate low by
-the time the curve reaches the 7-gram (step 600, about 6.5 minutes); `train.max_minutes`
+the time the curve reaches the 7-gram (step 550-600, about 5.5 minutes); `train.max_minutes`
 stops it if the machine is slower.
 The clock starts with the job, so it counts tokenizer training and data preparation.
 Record log, with the command line of every earlier entry: experiments/speedrun/.
@@ -28,6 +30,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.data.tokenizer = "bpe"
     c.data.vocab_size = 2048
     c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size = 1, 4, 256, 128
+    c.model.mlp_ratio = 3
     c.model.norm = "rmsnorm"
     c.model.activation = "relu2"
     c.model.bias = False
@@ -36,6 +39,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.batch_size = 32
     c.train.optimizer = "muon"
     c.train.muon_learning_rate = 0.02
+    c.train.muon_beta = 0.9
     c.train.learning_rate = 2e-3
     c.train.warmup_steps = 50
     c.train.min_lr_ratio = 0.05
