@@ -59,8 +59,8 @@ def build_optimizer(tc, params) -> optax.GradientTransformation:
         # Muon orthogonalises the updates of hidden matrices, on a peak rate of their own (an
         # orthogonalised update's entries are about 1/sqrt(width) of Adam's); the rest get AdamW.
         core = optax.contrib.muon(learning_rate_schedule(tc, tc.muon_learning_rate), adam_learning_rate=schedule,
-                                  ns_steps=tc.muon_ns_steps, beta=tc.muon_beta, adam_b1=tc.beta1, adam_b2=tc.beta2, eps=tc.eps,
-                                  weight_decay=tc.weight_decay, weight_decay_mask=mask,
+                                  ns_steps=tc.muon_ns_steps, beta=tc.muon_beta, adam_b1=tc.beta1, adam_b2=tc.beta2,
+                                  eps=tc.eps, weight_decay=tc.weight_decay, weight_decay_mask=mask,
                                   muon_weight_dimension_numbers=muon_dimensions(params))
     else:
         raise UserError(f"train.optimizer={tc.optimizer!r} is unknown; use adamw or muon")
