@@ -74,6 +74,20 @@ def test_launcher_refuses_nonsense_before_starting_anything():
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --processes=0 must be at least 1"
 
 
+def test_the_two_checkpoint_series_commit_at_their_own_barriers(tmp_path):
+    """`last` and `best` save the same step at once; sharing a commit barrier, the second
+    commit fails with 'barrier already ongoing' whenever the first is still waiting."""
+    proc = subprocess.run([sys.executable, "-m", "gptjax.launch", "--processes", "2", "--devices_per_process", "1",
+                           "--", sys.executable, os.path.join(ROOT, "tests", "barrier_worker.py"), str(tmp_path)],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for index in (0, 1):
+        line, = [line for line in proc.stdout.splitlines() if line.startswith(f'[{index}] ["')]
+        commits = [key for key in json.loads(line[4:]) if "async_write_complete" in key]
+        assert len(commits) == len(set(commits)) == 2, commits
+
+
 def test_two_processes_of_four_devices_end_where_one_device_ends(tmp_path):
     """dp=2 x fsdp=4 over two processes: each loads its rows, process 0 alone writes logs and
     the profile, and the orbax checkpoints are written and read back by both (the best one

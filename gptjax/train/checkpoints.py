@@ -14,13 +14,23 @@ import orbax.checkpoint as ocp
 from gptjax.train.step import TrainState
 
 
+def manager(root: str, name: str, keep: int) -> ocp.CheckpointManager:
+    """One checkpoint series under root/name.
+
+    Across processes orbax names its commit barrier after the step, so `last` and `best`
+    saving the same step at once would meet at one barrier; the prefix keeps them apart.
+    """
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=name))
+    return ocp.CheckpointManager(os.path.join(root, name), options=options)
+
+
 class Checkpoints:
     def __init__(self, workdir: str, keep: int):
         root = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self.last = ocp.CheckpointManager(os.path.join(root, "last"), options=options)
-        self.best = ocp.CheckpointManager(os.path.join(root, "best"),
-                                          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        self.last = manager(root, "last", keep)
+        self.best = manager(root, "best", 1)
 
     def latest_step(self) -> int | None:
         return self.last.latest_step()
