@@ -2,8 +2,8 @@
 this process waited at.
 
 Run by tests/test_multihost.py under `python -m gptjax.launch --processes 2`: orbax refuses a
-barrier key that is already being waited at, so a key met twice by one process is a run that
-fails whenever its two background commits overlap.
+barrier key that is already being waited at, so two commits of one process at the same key
+make a run that fails whenever the two overlap.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class RecordingClient:
 
 def main(workdir: str) -> None:
     distributed.initialize({})
+    # orbax asks this module function for the client at every barrier: the one place to listen.
     recorder = RecordingClient(multihost.get_jax_distributed_client())
     multihost.get_jax_distributed_client = lambda: recorder
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
