@@ -1,4 +1,5 @@
 import importlib
+import json
 import pathlib
 
 import pytest
@@ -6,8 +7,11 @@ import pytest
 from gptjax.train import validation
 from gptjax.train.job import run
 
-CONFIGS = sorted(p.stem for p in pathlib.Path(__file__).parent.parent.joinpath("configs").glob("*.py")
-                 if p.stem != "__init__")
+ROOT = pathlib.Path(__file__).parent.parent
+# configs/saved.py takes the path of a saved config.json: tested below on the frozen records.
+CONFIGS = sorted(p.stem for p in ROOT.joinpath("configs").glob("*.py") if p.stem not in ("__init__", "saved"))
+SPEEDRUN = ROOT / "experiments" / "speedrun"
+RECORDS = sorted(SPEEDRUN.joinpath("records").glob("*.json"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -28,3 +32,38 @@ def test_speedrun_config_runs_a_few_steps(tiny_config, tmp_path):
     c.train.steps_per_call = 2
     summary = run(c, str(tmp_path / "speedrun"))
     assert summary["steps"] == 4 and summary["test_bpc"] > 0
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
+def test_every_frozen_record_loads_through_saved_and_is_valid(path):
+    from configs import saved
+
+    config = saved.get_config(str(path))
+    validation.check_config(config)
+    assert config.to_dict() == json.loads(path.read_text())  # frozen complete: nothing left to defaults
+
+
+def test_saved_config_keeps_defaults_for_keys_it_lacks(tmp_path):
+    from configs import saved
+    from configs.default import get_config as default_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"seed": 3, "train": {"steps": 7}}))
+    config = saved.get_config(str(path))
+    assert (config.seed, config.train.steps) == (3, 7)
+    assert config.train.muon_beta == default_config().train.muon_beta
+    with pytest.raises(ValueError, match="saved config.json"):
+        saved.get_config(str(tmp_path / "missing.json"))
+
+
+def test_runs_log_has_every_field_and_builds_on_a_frozen_record():
+    lines = [json.loads(line) for line in SPEEDRUN.joinpath("runs.jsonl").read_text().splitlines()]
+    records = {int(p.stem) for p in RECORDS}
+    assert len(lines) >= len(records) and len({line["name"] for line in lines}) == len(lines)
+    for line in lines:
+        assert {"name", "entry", "seed", "base", "overrides", "summary", "curve"} <= set(line), line["name"]
+        assert line["name"].startswith(f"{line['entry']:02d}-")
+        assert line["base"] is None or line["base"] in records, line["name"]
+        assert all(len(pair) == 2 and pair[0] > 0 for pair in line["curve"]), line["name"]
+        assert "val_bpc" in line["summary"], line["name"]
+    assert records <= {line["entry"] for line in lines}
