@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 
+from experiments.speedrun.runlog import flatten, run_line
 from gptjax.train import validation
 from gptjax.train.job import run
 
@@ -40,7 +41,8 @@ def test_every_frozen_record_loads_through_saved_and_is_valid(path):
 
     config = saved.get_config(str(path))
     validation.check_config(config)
-    assert config.to_dict() == json.loads(path.read_text())  # frozen complete: nothing left to defaults
+    loaded, frozen = flatten(config.to_dict()), flatten(json.loads(path.read_text()))
+    assert {key: loaded[key] for key in frozen} == frozen
 
 
 def test_saved_config_keeps_defaults_for_keys_it_lacks(tmp_path):
@@ -67,3 +69,20 @@ def test_runs_log_has_every_field_and_builds_on_a_frozen_record():
         assert all(len(pair) == 2 and pair[0] > 0 for pair in line["curve"]), line["name"]
         assert "val_bpc" in line["summary"], line["name"]
     assert records <= {line["entry"] for line in lines}
+
+
+def test_a_run_line_holds_its_overrides_against_the_record_and_its_curve(tmp_path):
+    base = json.loads(RECORDS[-1].read_text())
+    saved = json.loads(json.dumps(base))
+    saved["seed"], saved["train"]["warmup_steps"] = 2, 10
+    saved["data"]["cache_dir"] = "/tmp/some-cache"  # the machine's, not the experiment's
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "summary.json").write_text(json.dumps({"val_bpc": 1.97}))
+    rows = [{"step": 50, "elapsed": 30.0, "train_loss": 5.6, "val_bpc": 2.43},
+            {"step": 60, "elapsed": 35.0, "train_loss": 5.1},
+            {"step": 100, "elapsed": 60.0, "val_bpc": 2.24, "val_full_bpc": 2.25}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = run_line(str(tmp_path), "67-warmup-10-seed2", 67, 65, base)
+    assert line["overrides"] == {"seed": 2, "train.warmup_steps": 10}
+    assert line["curve"] == [[50, 2.43], [100, 2.24]] and line["val_full"] == [[100, 2.25]]
+    assert line["seed"] == 2 and line["summary"] == {"val_bpc": 1.97}
