@@ -125,12 +125,29 @@ def test_truncation_keeps_the_system_turn_and_the_latest_exchange(bpe):
     assert cut and ids.tolist() == expect.tolist() and weights.tolist() == expect_w.tolist()
     ids, weights, cut = conv.render_truncated(template, CONVERSATION, len(full))
     assert not cut and ids.tolist() == full.tolist()
-    # the latest exchange alone is too long: its reply loses its end
-    ids, weights, cut = conv.render_truncated(template, CONVERSATION, len(expect) - 2)
-    assert cut and ids.tolist() == expect[:-2].tolist() and weights.any()
-    # not one assistant token fits: dropped
-    prompt = len(template.render(kept[:2])[0]) + 1
-    assert conv.render_truncated(template, CONVERSATION, prompt) is None
+    # not one assistant token fits after the system turn: dropped
+    assert conv.render_truncated(template, CONVERSATION, len(template.render(kept[:1])[0])) is None
+
+
+def test_a_long_prompt_loses_its_beginning_then_the_reply_its_end(bpe):
+    template = ChatTemplate(bpe)
+    system, reply = Turn("system", "You are the king."), Turn("assistant", "long live the king")
+    prompt = Turn("user", WORDS * 3)
+    s, _ = template.render([system])
+    head = template.header("user")
+    body = template.render_turn(prompt)[0][len(head):]
+    a, a_w = template.render_turn(reply)
+    full = len(s) + len(head) + len(body) + len(a)
+    ids, weights, cut = conv.render_truncated(template, (system, prompt, reply), full - 5)
+    assert cut and ids.tolist() == [*s, *head, *body[5:], *a] and weights[-len(a):].tolist() == a_w.tolist()
+    # the prompt keeps at least a quarter of the window; then the reply is cut at its end
+    window = len(s) + len(head) + len(a)
+    ids, weights, cut = conv.render_truncated(template, (system, prompt, reply), window)
+    quarter = window // 4
+    assert 0 < quarter < len(a)
+    assert ids.tolist() == [*s, *head, *body[len(body) - quarter:], *a][:window]
+    assert len(ids) == window and weights[-1] == 1.0 and ids[-1] != bpe.special_ids["<|end|>"]
+
     # turns after the last assistant turn carry no loss and are not rendered
     ids, _, _ = conv.render_truncated(template, CONVERSATION[:3] + (Turn("user", "speak on"),), 10_000)
     assert template.parse(ids) == list(CONVERSATION[:3])
@@ -189,8 +206,8 @@ def test_prepare_packs_a_conversations_source(tmp_path):
     c = get_config()
     c.data.source, c.data.path = "conversations", write_lines(tmp_path / "c.jsonl", lines)
     c.data.val_fraction, c.data.test_fraction = 0.25, 0.25
-    with pytest.raises(UserError, match="within model.block_size=32"):
-        prepare(c.data, seed=0, block_size=32)  # system and user turns leave no room for the reply
+    with pytest.raises(UserError, match="within model.block_size=16"):
+        prepare(c.data, seed=0, block_size=16)  # the system turn leaves no room for the reply
     corpus = prepare(c.data, seed=0, block_size=64)
     assert set(corpus.packed) == {"train", "val", "test"}
     for split in corpus.packed.values():

@@ -19,9 +19,11 @@ counted and skipped. Turns after the last assistant turn carry no loss and are d
 
 Truncation (a conversation longer than a window of block_size + 1 tokens): the system turn
 stays, the oldest other turns are dropped, whole, until the rest fits, keeping at least the last
-exchange (the last assistant turn and the turn before it); if that exchange alone is still too
-long, the window keeps its first block_size + 1 tokens, so the reply loses its end (and its
-end-of-turn token). A conversation left without any assistant token is dropped and counted.
+exchange (the last assistant turn and the turn before it). If that exchange alone is still too
+long, its prompt loses its beginning (the end is what the reply answers), down to a quarter of
+the window, and if it is still too long the window keeps its first block_size + 1 tokens, so the
+reply loses its end (and its end-of-turn token). A conversation left without any assistant
+token (a system turn that leaves it no room) is dropped and counted.
 Keeping the persona and the latest exchange is what a chat at inference time sees too
 (`ChatTemplate.fit` drops the oldest turns the same way).
 
@@ -216,15 +218,24 @@ def render_truncated(template: ChatTemplate, turns: Sequence[Turn],
     """(ids, weights, truncated) of a conversation cut to max_tokens by the policy in the module
     docstring, or None when nothing of an assistant turn is left."""
     last = max(i for i, t in enumerate(turns) if t.role == "assistant")
-    pieces = [template.render_turn(t) for t in turns[:last + 1]]
-    system = pieces[:1] if turns[0].role == "system" else []
-    rest = pieces[len(system):]
+    kept = list(turns[:last + 1])
+    pieces = [template.render_turn(t) for t in kept]
+    n_system = int(kept[0].role == "system")
     total = sum(len(ids) for ids, _ in pieces)
     truncated = total > max_tokens
-    while len(rest) > 2 and total > max_tokens:
-        total -= len(rest.pop(0)[0])
-    ids = np.concatenate([p for p, _ in system + rest])[:max_tokens]
-    weights = np.concatenate([w for _, w in system + rest])[:max_tokens]
+    while len(pieces) - n_system > 2 and total > max_tokens:
+        total -= len(pieces.pop(n_system)[0])
+        kept.pop(n_system)
+    if total > max_tokens and len(pieces) - n_system == 2 and kept[n_system].role != "assistant":
+        # the prompt of the last exchange loses its beginning, down to a quarter of the window
+        ids, weights = pieces[n_system]
+        head = len(template.header(kept[n_system].role))
+        body = len(ids) - head
+        keep = max(body - (total - max_tokens), min(body, max_tokens // 4))
+        pieces[n_system] = (np.concatenate([ids[:head], ids[len(ids) - keep:]]),
+                            np.concatenate([weights[:head], weights[len(ids) - keep:]]))
+    ids = np.concatenate([p for p, _ in pieces])[:max_tokens]
+    weights = np.concatenate([w for _, w in pieces])[:max_tokens]
     return (ids, weights, truncated) if weights.any() else None
 
 
