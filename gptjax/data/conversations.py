@@ -15,7 +15,8 @@ Bad input: a line that is not JSON, has no `messages` list, has a message withou
 and `content`, or a role other than system / user / assistant is reported as `file:line: what`;
 with `strict=False` the line is skipped and counted (`ReadStats`), with `strict=True` the first
 one is a `UserError`. A conversation without an assistant turn has nothing to learn from: it is
-counted and skipped. Turns after the last assistant turn carry no loss and are dropped.
+counted and skipped. Turns after the last assistant turn carry no loss and are dropped. Text is
+used as written (no data.clean pass; normalise the file beforehand if it needs it).
 
 Truncation (a conversation longer than a window of block_size + 1 tokens): the system turn
 stays, the oldest other turns are dropped, whole, until the rest fits, keeping at least the last
@@ -274,7 +275,7 @@ def pack(rendered: Sequence[tuple[np.ndarray, np.ndarray]], block_size: int) -> 
     weights = np.zeros((n_rows, width), np.float32)
     segments = np.zeros((n_rows, width), np.int32)
     segment = 0
-    for k, ((ids, w), r, o) in enumerate(zip(rendered, rows, offsets)):
+    for (ids, w), r, o in zip(rendered, rows, offsets):
         segment = 1 if o == 0 else segment + 1
         tokens[r, o:o + len(ids)] = ids
         weights[r, o:o + len(ids)] = w
