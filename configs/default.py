@@ -19,9 +19,10 @@ def get_config(arg: str = "") -> ConfigDict:
     c.seed = 0
 
     c.data = ConfigDict()
-    c.data.source = "plays"            # plays | files | tfds
+    c.data.source = "plays"            # plays | files | tfds | conversations (SFT, see data/conversations.py)
     c.data.plays_markdown = True       # keep speaker names / stage directions as markdown
-    c.data.path = ""                   # files: a file, a directory or a glob
+    c.data.path = ""                   # files: a file, a directory or a glob; conversations: .jsonl of "messages"
+    c.data.strict = False              # conversations: a malformed line is an error (True) or skipped and counted
     c.data.text_field = "text"         # files: the field of .jsonl records; tfds: the feature
     c.data.tfds_name = ""              # tfds: e.g. tiny_shakespeare
     c.data.tfds_split = "train"

@@ -15,7 +15,7 @@ from typing import Iterator, TextIO
 
 from gptjax.cli import guarded
 from gptjax.errors import UserError
-from gptjax.generate.chat_template import ChatTemplate, Turn
+from gptjax.data.chat_template import ChatTemplate, Turn
 from gptjax.generate.generator import Generator
 from gptjax.generate.settings import GenerationSettings
 

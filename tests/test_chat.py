@@ -11,7 +11,7 @@ import pytest
 from gptjax.chat import ChatSession, repl
 from gptjax.data.tokenizers import SPECIAL_TOKENS, CharTokenizer
 from gptjax.errors import UserError
-from gptjax.generate.chat_template import ChatTemplate, Turn, render_conversation
+from gptjax.data.chat_template import ChatTemplate, Turn, render_conversation
 from gptjax.generate.generator import Generator
 from gptjax.generate.settings import GenerationSettings
 from test_generate import LetterTokenizer, bigram_gpt

@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from gptjax.data import cleaning, sources, splits, tokenizers
+from gptjax.data import cleaning, conversations, sources, splits, tokenizers
 from gptjax.errors import UserError
 
 CACHE_VERSION = 1
@@ -35,7 +35,11 @@ class Corpus:
     cache_dir: str
 
 
-def prepare(data_config, seed: int) -> Corpus:
+def prepare(data_config, seed: int, block_size: int = 0) -> Corpus | conversations.ConversationCorpus:
+    """The token streams of each split; for data.source=conversations, the packed windows of
+    block_size + 1 tokens (see data/conversations.py), which need the model's block_size."""
+    if data_config.source == "conversations":
+        return conversations.prepare_conversations(data_config, seed, block_size)
     docs = sources.load_documents(data_config)
     docs, clean_stats = cleaning.clean(docs, data_config.clean)
     if not docs:

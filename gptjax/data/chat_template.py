@@ -1,9 +1,12 @@
-"""Conversations as token ids, with a loss mask that marks what the assistant said.
+"""Conversations as token ids, with per-token loss weights that mark what the assistant said.
 
-With a tokenizer that has the role tokens (BPE: <|system|> <|user|> <|assistant|> <|end|>) a
-turn is `<|role|> text <|end|>`. Without them (char) it is one line, `Role: text\\n`; newlines
-inside a turn become spaces there, since a newline ends the turn. Chatting and fine-tuning
-render through the same function, so the model is trained on exactly what it is shown.
+With a tokenizer that has the role tokens (BPE: <|system|> <|user|> <|assistant|> <|end|>, special
+tokens inserted by id only) a turn is `<|role|> text <|end|>`. Without them (char) it is one line,
+`Role: text\\n`; newlines inside a turn become spaces there, since a newline ends the turn.
+Weights are 1.0 on the assistant's text and on the end of its turn (so the model learns to stop),
+0.0 on headers and on every other role's turns. Chatting and fine-tuning render through the same
+function, so the model is trained on exactly what it is shown; it lives in the data stage because
+the fine-tuning data is rendered with it.
 """
 
 from __future__ import annotations
@@ -47,22 +50,53 @@ class ChatTemplate:
                                     "text that has them")
 
     def render(self, turns: Sequence[Turn], open_reply: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, loss mask): the mask is 1 on the assistant's words and on the end of its turns.
+        """(ids int32, weights float32): weights are 1.0 on the assistant's words and on the end
+        of its turns, 0.0 elsewhere.
 
         open_reply appends the start of an assistant turn, for the model to continue.
         """
-        pieces: list[tuple[np.ndarray, int]] = []
-        for turn in turns:
-            if turn.role not in ROLES:
-                raise UserError(f"chat role {turn.role!r} is unknown; use one of {', '.join(ROLES)}")
-            learn = int(turn.role == "assistant")
-            head, body = self.turn_parts(turn)
-            pieces += [(head, 0), (body, learn)]
+        pieces = [self.render_turn(turn) for turn in turns]
         if open_reply:
-            pieces.append((self.header("assistant"), 0))
+            head = self.header("assistant")
+            pieces.append((head, np.zeros(len(head), np.float32)))
         ids = np.concatenate([p for p, _ in pieces] or [np.zeros(0, np.int32)]).astype(np.int32)
-        mask = np.concatenate([np.full(len(p), m, np.int32) for p, m in pieces] or [np.zeros(0, np.int32)])
-        return ids, mask
+        weights = np.concatenate([w for _, w in pieces] or [np.zeros(0, np.float32)])
+        return ids, weights
+
+    def render_turn(self, turn: Turn) -> tuple[np.ndarray, np.ndarray]:
+        """One turn's ids and weights; a conversation's rendering is the concatenation of its turns'."""
+        if turn.role not in ROLES:
+            raise UserError(f"chat role {turn.role!r} is unknown; use one of {', '.join(ROLES)}")
+        head, body = self.turn_parts(turn)
+        learn = float(turn.role == "assistant")
+        weights = np.concatenate([np.zeros(len(head), np.float32), np.full(len(body), learn, np.float32)])
+        return np.concatenate([head, body]).astype(np.int32), weights
+
+    def parse(self, ids: Sequence[int]) -> list[Turn]:
+        """The turns a rendering holds (the inverse of `render`); an unfinished last turn keeps
+        the text it has so far."""
+        if not self.role_tokens:
+            turns = []
+            names = {f"{name}:": role for role, name in PLAIN_NAMES.items()}
+            for line in self.tokenizer.decode(ids).split("\n"):
+                head, _, text = line.partition(" ")
+                if head in names:
+                    turns.append(Turn(names[head], text))
+            return turns
+        roles = {self.tokenizer.special_ids[f"<|{r}|>"]: r for r in ROLES}
+        end = self.tokenizer.special_ids["<|end|>"]
+        turns, role, body = [], None, []
+        for i in map(int, ids):
+            if role is None:
+                role, body = roles.get(i), []
+            elif i == end:
+                turns.append(Turn(role, self.tokenizer.decode(body)))
+                role = None
+            else:
+                body.append(i)
+        if role is not None:
+            turns.append(Turn(role, self.tokenizer.decode(body)))
+        return turns
 
     def header(self, role: str) -> np.ndarray:
         if self.role_tokens:
@@ -91,5 +125,5 @@ class ChatTemplate:
 
 def render_conversation(turns: Sequence[Turn], tokenizer: Tokenizer,
                         open_reply: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of a conversation and its loss mask (1 on assistant tokens), for fine-tuning."""
+    """Token ids of a conversation and its loss weights (1.0 on assistant tokens), for fine-tuning."""
     return ChatTemplate(tokenizer).render(turns, open_reply)
