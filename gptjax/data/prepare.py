@@ -36,6 +36,10 @@ class Corpus:
 
 
 def prepare(data_config, seed: int) -> Corpus:
+    if data_config.source == "prepared":  # sharded by `python -m gptjax.prepare`, memory-mapped
+        from gptjax.data.shard_reader import load_prepared
+
+        return load_prepared(data_config.path)
     docs = sources.load_documents(data_config)
     docs, clean_stats = cleaning.clean(docs, data_config.clean)
     if not docs:
