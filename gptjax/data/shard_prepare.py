@@ -187,10 +187,11 @@ class SplitEncoder:
         self.queue(self.chunker.feed(text[max(0, self.skip - begin):]))
 
     def queue(self, pieces: list[str]) -> None:
-        self.pending += pieces
-        self.pending_chars += sum(map(len, pieces))
-        if self.pending_chars >= self.max_chars:
-            self.flush()
+        for piece in pieces:
+            self.pending.append(piece)
+            self.pending_chars += len(piece)
+            if self.pending_chars >= self.max_chars:
+                self.flush()
 
     def flush(self) -> None:
         if self.pending:
