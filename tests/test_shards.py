@@ -279,3 +279,30 @@ def test_processes_read_disjoint_rows_that_make_the_one_process_batch(tiny_confi
         offsets = [batches.step_offsets(3, 5 + step, len(tokens), 16, 2, 16, batches.process_rows(8, i, 2))
                    for i in range(2)]
         assert offsets[0].shape == offsets[1].shape == (2, 4)
+
+
+def test_two_processes_of_four_devices_read_their_own_rows_of_the_batch(tiny_config, tmp_path):
+    """Each process reads half the rows; gathered, both loaders give the one-process batch."""
+    import shard_worker
+
+    c = shrink_shards(tiny_config, shard_tokens=500)
+    out = str(tmp_path / "out")
+    prepare_shards(c.data, c.seed, out)
+    command = [sys.executable, "-m", "gptjax.launch", "--processes", "2", "--devices_per_process", "4", "--",
+               sys.executable, os.path.join(ROOT, "tests", "shard_worker.py"), out]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line[4:].startswith("{"):
+            result = json.loads(line[4:])
+            results[result["process"]] = result
+    assert sorted(results) == [0, 1] and all(r["devices"] == 8 and r["direct"] and r["grain"] for r in results.values())
+    tokens = load_prepared(out).tokens["train"]
+    w = shard_worker
+    for step in range(w.STEPS):
+        alone = batches.step_offsets(w.SEED, step, len(tokens), w.BLOCK, w.ACCUM, w.BATCH, slice(None))
+        halves = [np.array(results[i]["offsets"][step]) for i in (0, 1)]
+        assert halves[0].shape == (w.ACCUM, w.BATCH // w.ACCUM // 2)
+        np.testing.assert_array_equal(np.concatenate(halves, axis=1), alone)
