@@ -52,8 +52,8 @@ def test_prepared_tail_split_is_the_in_memory_corpus(tiny_config, tmp_path, toke
     memory = prepare.prepare(c.data, c.seed)
     prepare_shards(c.data, c.seed, str(tmp_path / "out"))
     shards = prepare.prepare(prepared_config(c, tmp_path / "out").data, c.seed)
-    assert isinstance(shards.tokens["train"], ShardedTokens) and len(
-        json.load(open(tmp_path / "out" / "manifest.json"))["splits"]["train"]["shards"]) > 3
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert isinstance(shards.tokens["train"], ShardedTokens) and len(manifest["splits"]["train"]["shards"]) > 3
     same_corpus(memory, shards)
     assert shards.tokenizer.kind == tokenizer
     assert shards.cache_dir == str(tmp_path / "out")
@@ -98,7 +98,6 @@ def test_documents_split_places_whole_documents_by_hash(tmp_path):
         np.testing.assert_array_equal(np.asarray(corpus.tokens[split]), corpus.tokenizer.encode("".join(docs)))
         assert corpus.chars[split] == sum(map(len, docs))
     assert corpus.cleaning["dedup_documents_removed"] == 5
-    assert document_split(texts[0], 1, 0.2, 0.2) in ("train", "val", "test")  # the seed is part of the hash
     assert [document_split(t, 1, 0.2, 0.2) for t in texts] != [document_split(t, 0, 0.2, 0.2) for t in texts]
 
 
