@@ -203,6 +203,11 @@ def test_changed_settings_or_sources_are_refused_in_one_line(tiny_config, tmp_pa
     with pytest.raises(UserError, match=r"part1.txt is gone"):
         prepare_shards(c.data, c.seed, out)
     assert directory_bytes(tmp_path / "out") == before  # nothing was touched
+    c.data.vocab_size, c.data.tokenizer = 100, "bpe"
+    with pytest.raises(UserError, match="data.vocab_size=100 is too small"):
+        prepare_shards(c.data, c.seed, str(tmp_path / "first"))
+    c.data.vocab_size = 300  # a first attempt that stopped before any output counts for nothing
+    assert prepare_shards(c.data, c.seed, str(tmp_path / "first"))["complete"]
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not empty and holds no manifest.json"):

@@ -39,10 +39,14 @@ def write_manifest(directory: str, manifest: dict) -> None:
 
 def open_manifest(directory: str, settings: dict, sources: list[dict]) -> dict:
     """The manifest to continue from: the existing one if it was made from these settings and
-    these source files, a new one for an empty or missing directory; anything else is refused."""
+    these source files, a new one for an empty or missing directory (or one where nothing was
+    finished yet, such as a first attempt that stopped at a bad setting); anything else is refused."""
     manifest = read_manifest(directory)
+    ours = {MANIFEST, "tokenizer"} if manifest is not None else set()
+    if manifest is not None and "tokenizer" not in manifest:
+        manifest = None
     if manifest is None:
-        if os.path.isdir(directory) and [n for n in os.listdir(directory) if not n.startswith(".")]:
+        if os.path.isdir(directory) and [n for n in os.listdir(directory) if not n.startswith(".") and n not in ours]:
             raise UserError(f"{directory} is not empty and holds no {MANIFEST}; prepare into a new "
                             "or empty directory")
         os.makedirs(directory, exist_ok=True)
