@@ -32,7 +32,8 @@ def main(directory: str) -> dict:
     mesh = mesh_lib.build_mesh(dict(data=-1, fsdp=1, tensor=1, preset=""), jax.devices())
     sharding = mesh_lib.batch_sharding(mesh, leading=2)
     direct = batches.train_batch(tokens, SEED, 0, STEPS, ACCUM, BATCH, BLOCK, sharding)
-    grain = GrainBatches(tokens, SEED, STEPS, ACCUM, lambda step: BATCH, BLOCK, threads=2).train_batch(0, STEPS, sharding)
+    grain = GrainBatches(tokens, SEED, STEPS, ACCUM, lambda step: BATCH, BLOCK, threads=2)
+    grain = grain.train_batch(0, STEPS, sharding)
     everything = slice(None)
     reference = np.stack([np.stack([batches.windows(tokens, o, BLOCK) for o in
                                     batches.step_offsets(SEED, step, len(tokens), BLOCK, ACCUM, BATCH, everything)])

@@ -310,3 +310,15 @@ def test_two_processes_of_four_devices_read_their_own_rows_of_the_batch(tiny_con
         halves = [np.array(results[i]["offsets"][step]) for i in (0, 1)]
         assert halves[0].shape == (w.ACCUM, w.BATCH // w.ACCUM // 2)
         np.testing.assert_array_equal(np.concatenate(halves, axis=1), alone)
+
+
+def test_the_loader_key_picks_the_reader(tiny_config, tmp_path):
+    from gptjax.data.grain_windows import configured_batches
+
+    tokens = np.arange(100)
+    assert configured_batches(tiny_config, tokens, lambda step: 8) is None
+    tiny_config.data.loader = "grain"
+    assert isinstance(configured_batches(tiny_config, tokens, lambda step: 8), GrainBatches)
+    tiny_config.data.loader = "torch"
+    with pytest.raises(UserError, match="data.loader='torch' is unknown"):
+        configured_batches(tiny_config, tokens, lambda step: 8)

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from gptjax.data import batches
+from gptjax.errors import UserError
 
 
 class WindowSource(grain.sources.RandomAccessDataSource):
@@ -74,3 +75,13 @@ class GrainBatches:
         self.next_step = step + n
         micro = self.batch_size_of(step) // self.accum
         return jax.make_array_from_process_local_data(sharding, local, (n, self.accum, micro, self.block_size + 1))
+
+
+def configured_batches(config, tokens, batch_size_of: Callable[[int], int]) -> GrainBatches | None:
+    """The grain reader `data.loader=grain` asks for; None means `batches.train_batch` directly."""
+    if config.data.get("loader", "direct") == "direct":
+        return None
+    if config.data.loader != "grain":
+        raise UserError(f"data.loader={config.data.loader!r} is unknown; use direct or grain")
+    return GrainBatches(tokens, config.seed, config.train.steps, config.train.grad_accum, batch_size_of,
+                        config.model.block_size, config.data.loader_threads, config.data.loader_prefetch)
