@@ -19,7 +19,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.seed = 0
 
     c.data = ConfigDict()
-    c.data.source = "plays"            # plays | files | tfds | conversations (SFT, see data/conversations.py)
+    c.data.source = "plays"            # plays | files | tfds | prepared | conversations (SFT, see data/conversations.py)
     c.data.plays_markdown = True       # keep speaker names / stage directions as markdown
     c.data.path = ""                   # files: a file, a directory or a glob; conversations: .jsonl of "messages"
     c.data.strict = False              # conversations: a malformed line is an error (True) or skipped and counted
@@ -36,6 +36,14 @@ def get_config(arg: str = "") -> ConfigDict:
     c.data.vocab_size = 4096           # bpe only
     c.data.unknown = "replace"         # char only: replace | error, for characters unseen in train
     c.data.cache_dir = "~/.cache/gptjax"
+    # Large corpora: `python -m gptjax.prepare --out DIR` writes token shards, then data.source=prepared
+    # and data.path=DIR train from them (docs/scaling_out.md).
+    c.data.tokenizer_sample_chars = 200_000_000  # prepare: BPE trains on a seeded sample of this many train chars
+    c.data.max_buffer_chars = 4_000_000  # prepare: text per split encoded at once (bounds memory, ~50 B a char)
+    c.data.shard_tokens = 1 << 26      # prepare: tokens per shard file (128 MiB of uint16)
+    c.data.loader = "direct"           # direct | grain: how training reads windows (same batches)
+    c.data.loader_threads = 4          # grain: reader threads
+    c.data.loader_prefetch = 8         # grain: steps read ahead
 
     c.model = ConfigDict()
     c.model.kind = "gpt"               # gpt | lstm | gru

@@ -28,13 +28,21 @@ def windows(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> np.ndar
     return np.stack([np.asarray(tokens[o:o + block_size + 1], np.int32) for o in offsets])
 
 
-def process_rows(global_rows: int) -> slice:
-    """The rows of a global batch that this process loads."""
-    n, i = jax.process_count(), jax.process_index()
+def process_rows(global_rows: int, index: int | None = None, count: int | None = None) -> slice:
+    """The rows of a global batch that process `index` of `count` (default: this one) loads."""
+    n = jax.process_count() if count is None else count
+    i = jax.process_index() if index is None else index
     if global_rows % n:
         raise UserError(f"batch of {global_rows} rows does not split over {n} processes")
     per = global_rows // n
     return slice(i * per, (i + 1) * per)
+
+
+def step_offsets(seed: int, step: int, n_tokens: int, block_size: int, accum: int, batch_size: int,
+                 rows: slice) -> np.ndarray:
+    """(accum, rows) window offsets of one train step: the micro-batches' rows `rows` (a process's)."""
+    micro = batch_size // accum
+    return window_offsets(seed, step, n_tokens, block_size, batch_size).reshape(accum, micro)[:, rows]
 
 
 def train_batch(tokens: np.ndarray, seed: int, first_step: int, steps: int, accum: int, batch_size: int,
@@ -42,10 +50,9 @@ def train_batch(tokens: np.ndarray, seed: int, first_step: int, steps: int, accu
     """(steps, accum, batch_size // accum, block_size + 1) int32 for `steps` consecutive steps."""
     micro = batch_size // accum
     rows = process_rows(micro)
-    local = []
-    for step in range(first_step, first_step + steps):
-        offsets = window_offsets(seed, step, len(tokens), block_size, batch_size).reshape(accum, micro)
-        local.append(np.stack([windows(tokens, o[rows], block_size) for o in offsets]))
+    local = [np.stack([windows(tokens, o, block_size)
+                       for o in step_offsets(seed, step, len(tokens), block_size, accum, batch_size, rows)])
+             for step in range(first_step, first_step + steps)]
     global_shape = (steps, accum, micro, block_size + 1)
     return jax.make_array_from_process_local_data(sharding, np.stack(local), global_shape)
 

@@ -40,6 +40,10 @@ def prepare(data_config, seed: int, block_size: int = 0) -> Corpus | conversatio
     block_size + 1 tokens (see data/conversations.py), which need the model's block_size."""
     if data_config.source == "conversations":
         return conversations.prepare_conversations(data_config, seed, block_size)
+    if data_config.source == "prepared":  # sharded by `python -m gptjax.prepare`, memory-mapped
+        from gptjax.data.shard_reader import load_prepared
+
+        return load_prepared(data_config.path)
     docs = sources.load_documents(data_config)
     docs, clean_stats = cleaning.clean(docs, data_config.clean)
     if not docs:

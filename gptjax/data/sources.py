@@ -10,7 +10,7 @@ import importlib.resources
 import json
 import os
 import re
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 from gptjax.errors import UserError
 
@@ -88,6 +88,20 @@ def play_to_plain_text(markdown: str) -> str:
 
 def files(pattern: str, text_field: str = "text") -> Iterator[Document]:
     """A file, every text file under a directory, or a glob; `.jsonl` gives one document a line."""
+    for p in text_paths(pattern):
+        try:
+            with open(p, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{p} is not UTF-8 text (byte {e.start}); convert it or leave it out") from None
+        if p.endswith(".jsonl"):
+            yield from jsonl_documents(p, text.splitlines(), text_field)
+        else:
+            yield Document(p, text)
+
+
+def text_paths(pattern: str) -> list[str]:
+    """The .txt/.md/.jsonl files `data.path` names, sorted."""
     if not pattern:
         raise UserError("data.source=files needs data.path (a file, a directory or a glob)")
     path = os.path.expanduser(pattern)
@@ -100,20 +114,11 @@ def files(pattern: str, text_field: str = "text") -> Iterator[Document]:
     paths = sorted(p for p in paths if p.endswith(TEXT_SUFFIXES) and os.path.isfile(p))
     if not paths:
         raise UserError(f"data.path={pattern!r} matches no .txt/.md/.jsonl file; check the path")
-    for p in paths:
-        try:
-            with open(p, encoding="utf-8") as f:
-                text = f.read()
-        except UnicodeDecodeError as e:
-            raise UserError(f"{p} is not UTF-8 text (byte {e.start}); convert it or leave it out") from None
-        if p.endswith(".jsonl"):
-            yield from jsonl_documents(p, text, text_field)
-        else:
-            yield Document(p, text)
+    return paths
 
 
-def jsonl_documents(path: str, text: str, field: str) -> Iterator[Document]:
-    for n, line in enumerate(text.splitlines(), 1):
+def jsonl_documents(path: str, lines: Iterable[str], field: str) -> Iterator[Document]:
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
