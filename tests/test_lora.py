@@ -176,3 +176,33 @@ def test_switching_adapters_over_one_base(tmp_path):
         assert model.h[1].mlp.c_fc.kernel.get_value() is kernel
     lora.remove_adapters(model)
     np.testing.assert_array_equal(np.asarray(model(IDX)), plain)
+
+
+def test_existing_train_step_trains_only_the_adapter_of_a_frozen_base():
+    """`freeze_base` makes the adapter the model's only nnx.Params: the project's own train step,
+    optimizer and state work unchanged, and the base comes back bit-identical."""
+    from configs.default import get_config
+    from gptjax.train.optimizer import build_optimizer
+    from gptjax.train.step import TrainState, make_train_step
+
+    model = lora.freeze_base(lora.apply_lora(base(), settings(), nnx.Rngs(1)))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    assert {type(v) for v in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))} \
+        == {nnx.LoRAParam}
+    tc = get_config().train
+    tc.warmup_steps, tc.learning_rate = 0, 1e-2
+    tx = build_optimizer(tc, params)
+    state = TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
+    rest_before, params_before = jax.tree.map(np.asarray, rest), jax.tree.map(np.asarray, params)
+    batches = jnp.broadcast_to(IDX[:, :9], (3, 1, 2, 9))  # 3 steps of one micro-batch of 2 rows
+    state, losses = jax.jit(make_train_step(graphdef, tx, tc, seed=0))(state, batches)
+    assert float(losses[-1]) < float(losses[0])
+    jax.tree.map(np.testing.assert_array_equal, rest_before, jax.tree.map(np.asarray, state.rest))
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), params_before, state.params)
+    assert all(jax.tree.leaves(moved))
+
+    trained = nnx.merge(graphdef, state.params, state.rest)
+    merged = lora.merge_adapters(trained)  # a plain GPT again: nnx.Params only
+    assert not jax.tree.leaves(nnx.state(merged, lora.FrozenParam))
+    np.testing.assert_allclose(np.asarray(merged(IDX)), np.asarray(trained(IDX)), rtol=1e-5, atol=1e-5)
+    assert lora.base_checksum(trained) == lora.base_checksum(base())

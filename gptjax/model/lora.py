@@ -12,15 +12,19 @@ string or a list of groups or layer names:
     head  = lm_head (untied heads only; a tied head is the embedding, never adapted)
     c_attn, c_fc, c_gate: that layer;  c_proj: both attn.c_proj and mlp.c_proj.
 
-Training only the adapter (the base frozen, with no optimizer state):
+Training only the adapter (the base frozen, with no optimizer state), through the existing
+train step unchanged:
 
-    model = apply_lora(build_model(...), settings, nnx.Rngs(seed))   # after loading the base
-    graphdef, trainable, frozen = trainable_and_frozen(model)
-    tx = build_optimizer(tc, trainable); opt_state = tx.init(trainable)
-    # loss(trainable, frozen, batch): nnx.merge(graphdef, trainable, frozen)(...); grads wrt
-    # `trainable` only, updates applied to it only. Every split inside the step must use the
-    # same filters (`nnx.split(model, lora_filter, ...)`), where the full model uses
-    # `nnx.split(model, nnx.Param, ...)`: `lora_filter` takes the place of `nnx.Param`.
+    model = freeze_base(apply_lora(base_model, settings, nnx.Rngs(seed)))  # after loading the base
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # params: the adapter alone
+    tx = build_optimizer(tc, params); state = TrainState(step, params, rest, tx.init(params))
+    make_train_step(graphdef, tx, tc, seed)(state, batches)     # as for full training
+
+`freeze_base` retypes the base parameters as `FrozenParam` (not an `nnx.Param`), so every
+`nnx.split(model, nnx.Param, ...)` of the train step, the eval step and the state shardings
+puts the base among `rest`: no gradient, no optimizer state, never updated. Without freezing,
+`trainable_and_frozen(model)` gives the same split by filter (`lora_filter` in place of
+`nnx.Param`), for code that passes its own filter.
 
 The optimizer's weight-decay mask and Muon select parameters named `kernel`; adapter
 parameters are `lora_a` / `lora_b`, so they get AdamW without weight decay.
@@ -58,8 +62,15 @@ LAYERS = {"c_attn": ("attn.c_attn",), "c_fc": ("mlp.c_fc",), "c_gate": ("mlp.c_g
 WEIGHTS_FILE, INFO_FILE = "adapter.safetensors", "adapter.json"
 FORMAT = "gptjax-lora-adapter"
 
+
+
+class FrozenParam(nnx.Variable):
+    """A base parameter while its adapters train: not an `nnx.Param`, so whatever trains the
+    `nnx.Param`s of a model (train step, optimizer, its state's shardings) leaves it alone."""
+
+
 lora_filter = nnx.LoRAParam
-base_filter = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
+base_filter = nnx.Any(FrozenParam, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +196,24 @@ def remove_adapters(model: GPT) -> GPT:
     return model
 
 
+def retype(model: nnx.Module, which, kind: type) -> nnx.Module:
+    """Give every variable `which` selects the type `kind`, keeping its value and metadata."""
+    for path, var in nnx.to_flat_state(nnx.state(model, which)):
+        setattr(submodules.node_at(model, path[:-1]), path[-1], kind.from_metadata(var.get_raw_value(),
+                                                                                   var.get_metadata()))
+    return model
+
+
+def freeze_base(model: GPT) -> GPT:
+    """In place: base parameters become `FrozenParam`s, adapters stay the only `nnx.Param`s."""
+    return retype(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)), FrozenParam)
+
+
+def thaw_base(model: GPT) -> GPT:
+    """In place: `FrozenParam`s become `nnx.Param`s again."""
+    return retype(model, FrozenParam, nnx.Param)
+
+
 def merged_kernel(layer: LoRALinear) -> jax.Array:
     w = layer.kernel.get_value()
     a, b = layer.lora.lora_a.get_value(), layer.lora.lora_b.get_value()
@@ -195,7 +224,7 @@ def merged_kernel(layer: LoRALinear) -> jax.Array:
 def merge_adapters(model: GPT) -> GPT:
     """A plain GPT with W + A B * alpha / rank in every adapted kernel (for export or fast serving);
     `model` is left as it was, and the two share every array the merge did not change."""
-    merged = nnx.clone(model)
+    merged = thaw_base(nnx.clone(model))
     for path, layer in adapted_layers(merged):
         submodules.replace(merged, path, unadapt(layer, layer.kernel.replace(merged_kernel(layer))))
     return merged
