@@ -43,8 +43,9 @@ def test_settings_from_config_and_targets():
     s = lora.LoRASettings.from_config(tc)
     assert (s.rank, s.scale, s.targets) == (8, 2.0, ("attn.c_attn", "attn.c_proj", "mlp.c_proj"))
     assert settings(targets=["mlp"]).targets == ("mlp.c_fc", "mlp.c_gate", "mlp.c_proj")
-    for bad in (dict(rank=-1), dict(alpha=0.0), dict(targets="attn,wte"), dict(targets="")):
-        with pytest.raises(UserError):
+    for bad, message in ((dict(rank=-1), "lora_rank"), (dict(alpha="big"), "lora_alpha"),
+                         (dict(targets="attn,wte"), "'wte'"), (dict(targets=" , "), "empty")):
+        with pytest.raises(UserError, match=message):
             settings(**bad)
 
 
@@ -206,3 +207,30 @@ def test_existing_train_step_trains_only_the_adapter_of_a_frozen_base():
     assert not jax.tree.leaves(nnx.state(merged, lora.FrozenParam))
     np.testing.assert_allclose(np.asarray(merged(IDX)), np.asarray(trained(IDX)), rtol=1e-5, atol=1e-5)
     assert lora.base_checksum(trained) == lora.base_checksum(base())
+
+
+def test_generation_with_an_adapter_matches_its_merged_model(tmp_path):
+    """The chat's /persona path: attach an adapter, rebuild the Generator (same graph for adapters
+    of the same settings, so no recompilation), decode; the merged model decodes the same tokens."""
+    from gptjax.data.tokenizers import CharTokenizer
+    from gptjax.generate.generator import Generator
+    from gptjax.generate.settings import GenerationSettings
+
+    tok = CharTokenizer("abcdefghijklmnopqrstuvwxyz .,'\n")
+    cfg = GPTConfig(**{**CFG.__dict__, "vocab_size": tok.vocab_size})
+    for name, seed in (("a", 1), ("b", 2)):
+        m = lora.apply_lora(GPT(cfg, rngs=nnx.Rngs(0)), settings(), nnx.Rngs(seed))
+        randomize_b(m, seed)
+        lora.save_adapter(m, tmp_path / name)
+    model = GPT(cfg, rngs=nnx.Rngs(0))
+    s = GenerationSettings(strategy="greedy", max_new_tokens=10)
+    graphs, texts = [], []
+    for name in ("a", "b"):
+        lora.attach_adapter(model, lora.load_adapter(tmp_path / name))
+        gen = Generator(model, tok, batch_size=1)
+        graphs.append(gen.graphdef)
+        texts.append(gen.generate_text(["to be"], s)[0][0].tokens)
+        merged = Generator(lora.merge_adapters(model), tok, batch_size=1).generate_text(["to be"], s)
+        np.testing.assert_array_equal(merged[0][0].tokens, texts[-1])
+    assert graphs[0] == graphs[1]
+    assert not np.array_equal(texts[0], texts[1])

@@ -63,7 +63,6 @@ WEIGHTS_FILE, INFO_FILE = "adapter.safetensors", "adapter.json"
 FORMAT = "gptjax-lora-adapter"
 
 
-
 class FrozenParam(nnx.Variable):
     """A base parameter while its adapters train: not an `nnx.Param`, so whatever trains the
     `nnx.Param`s of a model (train step, optimizer, its state's shardings) leaves it alone."""
@@ -88,7 +87,7 @@ class LoRASettings:
         """Checked settings; `targets` as in the module docstring."""
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
             raise UserError(f"{where}.lora_rank={rank!r} must be a positive integer (0 turns LoRA off)")
-        if not alpha or alpha <= 0:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or alpha <= 0:
             raise UserError(f"{where}.lora_alpha={alpha!r} must be positive (adapters add (x A B) * alpha / rank)")
         return cls(int(rank), float(alpha), resolve_targets(targets, where))
 
@@ -107,7 +106,7 @@ class LoRASettings:
 def resolve_targets(targets: str | Sequence[str], where: str = "train") -> tuple[str, ...]:
     names = targets.split(",") if isinstance(targets, str) else list(targets)
     out: list[str] = []
-    for name in (n.strip() for n in names):
+    for name in (str(n).strip() for n in names if str(n).strip()):
         found = GROUPS.get(name) or LAYERS.get(name)
         if found is None:
             raise UserError(f"{where}.lora_targets names {name!r}, which is no layer group or layer; use groups "
