@@ -177,6 +177,11 @@ def test_switching_adapters_over_one_base(tmp_path):
         assert model.h[1].mlp.c_fc.kernel.get_value() is kernel
     lora.remove_adapters(model)
     np.testing.assert_array_equal(np.asarray(model(IDX)), plain)
+    # serving both at once: clones share the base's arrays, each carries its own adapter
+    served = {name: lora.attach_adapter(nnx.clone(model), adapters[name], checksum) for name in adapters}
+    for name, m in served.items():
+        assert m.h[1].mlp.c_fc.kernel.get_value() is kernel
+        np.testing.assert_allclose(np.asarray(m(IDX)), expected[name], rtol=1e-6, atol=1e-6)
 
 
 def test_existing_train_step_trains_only_the_adapter_of_a_frozen_base():
