@@ -1,6 +1,6 @@
 """Decoding speed: prefill and decode tokens/s, with the KV cache and with full recomputation.
 
-    python -m benchmarks.decode [--shapes small,default,gpt2] [--new_tokens 512]
+    python -m benchmarks.decode [--shapes small,default,gpt2] [--new_tokens 512] [--quantize none,int8]
 
 Randomly initialised models (speed does not depend on the weights), greedy decoding, batch 1
 and 8. The prompt is half the context (512 tokens for GPT-2 small). `cached` is
@@ -12,6 +12,13 @@ the small model re-prefills every 32 tokens; those passes are counted in its dec
 tokens), which is what sliding by one token costs without a cache. GPT-2 small runs fewer
 uncached tokens (each one is a full 1024-token forward pass); the table says how many.
 Times are the best of `--repeats` runs after a compile run.
+
+`--quantize int8` times the weight-only int8 model (`gptjax.model.quantize`) as well. Each row
+prints the bytes of weights a decode step reads and the bound they set at batch 1: memory
+bandwidth (a jitted sum over a 256 MiB float32 array, measured at the start of the same run)
+divided by those bytes, times the batch (all rows share one read of the weights), in tokens/s,
+and the fraction of it the cached decoder reaches. On CPU the int8 bound is not reachable by
+XLA's dot, which widens int8 kernels to float32 (see `gptjax.model.quantize`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from gptjax.generate.layout import make_layout
 from gptjax.generate.sampling import generate_uncached
 from gptjax.generate.settings import GenerationSettings
 from gptjax.model.gpt import GPT, GPTConfig
+from gptjax.model.quantize import quantize, weight_bytes
 
 CHAR_VOCAB = 96  # about the character vocabulary of the plays
 
@@ -54,6 +62,13 @@ def best_time(fn, repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def bandwidth(repeats: int, mib: int = 256) -> float:
+    """Bytes per second a jitted float32 sum reads."""
+    x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    return x.nbytes / best_time(lambda: total(x), max(repeats, 3))
 
 
 def cached(model: GPT, batch: int, prompt_len: int, new: int, repeats: int) -> tuple[float, float]:
@@ -94,23 +109,33 @@ def main() -> None:
     p.add_argument("--new_tokens", type=int, default=512)
     p.add_argument("--batches", default="1,8")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--quantize", default="none", help="comma-separated: none (float weights), int8")
+    p.add_argument("--uncached", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time full recomputation (slow for gpt2)")
     args = p.parse_args()
-    print(f"{jax.devices()[0].device_kind}, {args.new_tokens} new tokens, greedy, best of {args.repeats}")
-    print(f"{'shape':8} {'batch':>5} {'prompt':>6} {'prefill tok/s':>14} {'cached tok/s':>13} "
-          f"{'uncached tok/s':>15} {'(tokens)':>9} {'speedup':>8}")
+    gbps = bandwidth(args.repeats) / 1e9
+    print(f"{jax.devices()[0].device_kind}, {args.new_tokens} new tokens, greedy, best of {args.repeats}; "
+          f"memory bandwidth {gbps:.1f} GB/s (jitted float32 sum)")
+    print(f"{'shape':8} {'weights':>7} {'batch':>5} {'prompt':>6} {'prefill tok/s':>14} {'cached tok/s':>13} "
+          f"{'MB/step':>8} {'bound':>7} {'of bound':>8} {'uncached tok/s':>15} {'(tokens)':>9} {'speedup':>8}")
     for name in args.shapes.split(","):
         cfg, few = shapes()[name]
-        model = GPT(cfg, rngs=nnx.Rngs(0))
-        prompt_len = cfg.block_size // 2
-        for batch in map(int, args.batches.split(",")):
-            prefill_s, decode_s = cached(model, batch, prompt_len, args.new_tokens, args.repeats)
-            n = few or args.new_tokens
-            if few and batch > 1:
-                n = max(1, few // batch)
-            slow = uncached(model, batch, prompt_len, n, 1 if few else args.repeats)
-            fast_rate, slow_rate = batch * args.new_tokens / decode_s, batch * n / slow
-            print(f"{name:8} {batch:5d} {prompt_len:6d} {batch * prompt_len / prefill_s:14,.0f} "
-                  f"{fast_rate:13,.0f} {slow_rate:15,.1f} {n:9d} {fast_rate / slow_rate:7.1f}x", flush=True)
+        for mode in args.quantize.split(","):
+            model = quantize(GPT(cfg, rngs=nnx.Rngs(0)), mode)
+            prompt_len = cfg.block_size // 2
+            step_mb = weight_bytes(model) / 1e6
+            for batch in map(int, args.batches.split(",")):
+                prefill_s, decode_s = cached(model, batch, prompt_len, args.new_tokens, args.repeats)
+                fast_rate, bound = batch * args.new_tokens / decode_s, batch * gbps * 1e3 / step_mb
+                row = (f"{name:8} {mode:>7} {batch:5d} {prompt_len:6d} {batch * prompt_len / prefill_s:14,.0f} "
+                       f"{fast_rate:13,.0f} {step_mb:8,.0f} {bound:7,.0f} {fast_rate / bound:8.0%}")
+                if args.uncached:
+                    n = few or args.new_tokens
+                    if few and batch > 1:
+                        n = max(1, few // batch)
+                    slow_rate = batch * n / uncached(model, batch, prompt_len, n, 1 if few else args.repeats)
+                    row += f" {slow_rate:15,.1f} {n:9d} {fast_rate / slow_rate:7.1f}x"
+                print(row, flush=True)
 
 
 if __name__ == "__main__":
