@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import httpx
-import numpy as np
 import openai
 import pytest
 from fastapi.testclient import TestClient
@@ -201,7 +200,7 @@ def test_requests_decoded_together_match_each_alone(model):
         assert alone[0] != alone[1]
         assert asyncio.run(decode(e, [a, b])) == alone
         assert asyncio.run(decode(e, [a, b], start_after=2)) == alone  # b joins while a is decoding
-        assert e.stats()["running"] == 0
+        assert wait_until(lambda: e.stats()["running"] == 0)
     finally:
         e.close()
 
