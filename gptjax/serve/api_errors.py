@@ -6,8 +6,10 @@ from fastapi.responses import JSONResponse
 
 from gptjax.serve.schemas import ErrorBody, ErrorDetail
 
-TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-         413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+def error_type(status: int) -> str:
+    if status == 429:
+        return "rate_limit_error"
+    return "invalid_request_error" if status < 500 else "server_error"
 
 
 class ApiError(Exception):
@@ -18,7 +20,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        body = ErrorBody(error=ErrorDetail(message=self.message, type=TYPES.get(self.status, "server_error"),
+        body = ErrorBody(error=ErrorDetail(message=self.message, type=error_type(self.status),
                                            param=self.param, code=self.code))
         return JSONResponse(body.model_dump(), status_code=self.status, headers=self.headers)
 

@@ -31,7 +31,7 @@ from gptjax.generate import decoder
 from gptjax.generate.chat_template import ChatTemplate
 from gptjax.generate.generator import Generator
 from gptjax.generate.incremental_text import IncrementalText
-from gptjax.generate.layout import bucket, make_layout
+from gptjax.generate.layout import Layout, bucket, make_layout
 from gptjax.serve import batch_decode
 
 
@@ -118,7 +118,7 @@ class Row:
             self.job.emit(Piece(self.choice, piece))
 
     def finish(self, reason: str) -> None:
-        rest = self.text.finish() if reason == "length" else ""
+        rest = self.text.finish()  # text held back for a stop string that never came
         if rest:
             self.show(rest)
         self.finished = True
@@ -128,7 +128,7 @@ class Row:
 class Batch(NamedTuple):
     rows: list[Row]
     state: decoder.DecodeState
-    layout: object
+    layout: Layout
     plan: batch_decode.RowPlan
     knobs: batch_decode.RowKnobs
 
