@@ -5,7 +5,8 @@ Requests wait in a bounded queue; the decode thread takes as many as fit in a ba
 its text as it is decoded. At every such pause requests still waiting join the batch when
 there is room: the live rows and the new ones are prefilled again together (a row's context
 is its prompt plus what it has generated), so no request waits for a whole batch to end.
-Shapes are bucketed (batch, prompt width, token budget), so only a new bucket compiles.
+Shapes are bucketed (one row or a full batch, prompt width, token budget), so only a new
+bucket compiles.
 A row whose client went away, or whose text reached a stop string, is marked done at the
 next pause and leaves the batch.
 """
@@ -31,7 +32,7 @@ from gptjax.generate import decoder
 from gptjax.generate.chat_template import ChatTemplate
 from gptjax.generate.generator import Generator
 from gptjax.generate.incremental_text import IncrementalText
-from gptjax.generate.layout import Layout, bucket, make_layout
+from gptjax.generate.layout import Layout, make_layout
 from gptjax.serve import batch_decode
 
 
@@ -235,7 +236,9 @@ class Engine:
         """A batch state for these rows, each prompt followed by what the row generated so far."""
         block = self.block_size
         least_rows, least_prompt, least_new = self.shape_floors
-        padded = rows + [rows[0]] * (bucket(len(rows), least_rows) - len(rows))
+        # One row alone decodes at batch 1; more decode at the full batch, so that requests
+        # joining and leaving do not make a new shape (compile) for every count of rows.
+        padded = rows + [rows[0]] * (max(least_rows, 1 if len(rows) == 1 else self.max_batch) - len(rows))
         contexts = [r.context(block) for r in padded]
         budgets = [r.job.sampling.max_new - len(r.ids) for r in padded]
         layout = make_layout(len(padded), block, min(block, max(least_prompt, *map(len, contexts))),
