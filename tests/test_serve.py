@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from fastapi.testclient import TestClient
@@ -191,15 +193,28 @@ async def decode(e: Engine, requests: list[tuple[str, Sampling]], start_after: i
     return [tuple(o) for o in out]
 
 
-def test_requests_decoded_together_match_each_alone(model):
-    e = engine(model)
+def test_requests_decoded_together_match_each_alone(model, monkeypatch):
+    from gptjax.serve import batch_decode
+
+    live_rows, advance = [], batch_decode.advance
+
+    def counting(graphdef, params, st, *args, **kwargs):
+        live_rows.append(int(np.sum(~np.asarray(st.done))))
+        time.sleep(0.05)  # slow enough for b to join a mid-way
+        return advance(graphdef, params, st, *args, **kwargs)
+
+    monkeypatch.setattr(batch_decode, "advance", counting)
+    e = engine(model, chunk=2)
     try:
         a = ("First", Sampling(max_new=24, seed=1))
         b = ("Speak, speak", Sampling(max_new=16, seed=2, temperature=0.7, presence=0.5))
         alone = [asyncio.run(decode(e, [r]))[0] for r in (a, b)]
-        assert alone[0] != alone[1]
+        assert alone[0] != alone[1] and max(live_rows) == 1
         assert asyncio.run(decode(e, [a, b])) == alone
+        assert max(live_rows) == 2  # they shared the decode loop
+        live_rows.clear()
         assert asyncio.run(decode(e, [a, b], start_after=2)) == alone  # b joins while a is decoding
+        assert live_rows[0] == 1 and max(live_rows) == 2
         assert wait_until(lambda: e.stats()["running"] == 0)
     finally:
         e.close()
@@ -255,6 +270,14 @@ def test_the_openai_client_round_trip(live):
         client.chat.completions.create(**{**ask, "temperature": -1})
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_two_workdirs_of_one_name_are_refused_before_loading(tmp_path):
+    from gptjax.errors import UserError
+    from gptjax.serve.engine import load_engines
+
+    with pytest.raises(UserError, match="both named 'x'"):
+        load_engines([str(tmp_path / "a" / "x"), str(tmp_path / "b" / "x")])
 
 
 def test_the_command_refuses_a_workdir_without_a_model(tmp_path, capsys):
