@@ -85,7 +85,10 @@ class Job:
     def emit(self, event: Piece | Finished | Failed) -> None:
         if not isinstance(event, Failed):
             event = event._replace(choice=event.choice + self.first_choice)
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the request's event loop is closed: nobody listens any more
+            self.cancelled.set()
 
     def cancel(self) -> None:
         self.cancelled.set()
