@@ -1,0 +1,186 @@
+"""The server under load: many concurrent streaming clients against `python -m gptjax.serve` on 127.0.0.1.
+
+    python -m benchmarks.serve [--workdir runs/x] [--clients 100] [--max_tokens 32] [--time_limit 300]
+
+Without --workdir a tiny model is trained for a few steps into a temporary folder (the
+figures then measure the server more than the model). The server runs in its own process;
+after warm-up requests (which compile), two rounds of `--clients` clients each stream one
+chat completion; a round prints requests completed, errors (bar: 0), time to first token
+p50/p99, total generated tokens/s, and the server's peak RSS (bar: no growth from round 1 to
+round 2). Then 1 client and 8 clients each send `--sequential` requests one after another, and
+the ratio of their total tokens/s is printed beside the target of 4x. Every round is bounded
+in time; a request still open when its round's time is up counts as an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import numpy as np
+
+MESSAGES = [{"role": "user", "content": "Speak, speak."}]
+
+
+def tiny_workdir(root: str) -> str:
+    """A small model trained for a few steps on a few repeated lines (BPE, so it has chat tokens)."""
+    from configs.default import get_config
+    from gptjax.train.job import run
+
+    corpus = os.path.join(root, "corpus")
+    os.makedirs(corpus)
+    with open(os.path.join(corpus, "plays.txt"), "w", encoding="utf-8") as f:
+        f.write("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 200)
+    c = get_config("smoke")
+    c.data.source, c.data.path, c.data.cache_dir = "files", corpus, os.path.join(root, "cache")
+    c.data.tokenizer, c.data.vocab_size, c.data.test_fraction = "bpe", 300, 0.1
+    c.model.block_size = 128
+    c.train.steps = c.train.steps_per_call = c.train.eval_every = c.train.checkpoint_every = 5
+    c.train.log_every = 5
+    c.sample.prompts, c.sample.max_new_tokens = ["First"], 4
+    workdir = os.path.join(root, "tiny")
+    run(c, workdir)
+    return workdir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def memory(pid: int) -> dict[str, float]:
+    """The process's resident set now and at its peak, in MiB (Linux /proc)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+async def stream_one(http: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[float, int]:
+    """(seconds to the first token, tokens generated) of one streamed chat completion."""
+    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "stream": True,
+            "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first, tokens = None, None
+    async with http.stream("POST", "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"status {r.status_code}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"]["message"])
+            if first is None and any(c["delta"].get("content") for c in chunk["choices"]):
+                first = time.perf_counter() - start
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    if tokens is None:
+        raise RuntimeError("the stream ended without usage")
+    return (time.perf_counter() - start if first is None else first), tokens
+
+
+async def load(url: str, model: str, clients: int, sequential: int, max_tokens: int, limit_s: float) -> dict:
+    """`clients` concurrent clients, each sending `sequential` requests in turn, for at most limit_s."""
+    ttfts, tokens, errors = [], 0, []
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        for _ in range(sequential):
+            try:
+                ttft, n = await stream_one(http, model, max_tokens)
+                ttfts.append(ttft)
+                tokens += n
+            except Exception as e:  # noqa: BLE001 - every failure is counted, none ends the run
+                errors.append(str(e) or type(e).__name__)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=limit_s, limits=limits) as http:
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(client(http)) for _ in range(clients)]
+        done, pending = await asyncio.wait(tasks, timeout=limit_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        seconds = time.perf_counter() - start
+    unfinished = clients * sequential - len(ttfts) - len(errors)
+    errors += ["timed out"] * unfinished
+    return {"completed": len(ttfts), "errors": errors, "ttft": np.array(ttfts), "tokens": tokens,
+            "seconds": seconds}
+
+
+def report(name: str, r: dict, mem: dict[str, float] | None = None) -> None:
+    ttft = r["ttft"] if len(r["ttft"]) else np.array([np.nan])
+    line = (f"{name:>10}: {r['completed']} completed, {len(r['errors'])} errors (bar: 0), "
+            f"TTFT p50 {np.percentile(ttft, 50) * 1e3:.0f} ms p99 {np.percentile(ttft, 99) * 1e3:.0f} ms, "
+            f"{r['tokens'] / r['seconds']:.0f} tokens/s total ({r['tokens']} in {r['seconds']:.1f} s)")
+    if mem:
+        line += f", server RSS {mem['VmRSS']:.0f} MiB (peak {mem['VmHWM']:.0f} MiB)"
+    print(line, flush=True)
+    if r["errors"]:
+        print(f"{'':>12}first error: {r['errors'][0]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", help="a trained model to serve (default: train a tiny one)")
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--max_tokens", type=int, default=32)
+    p.add_argument("--sequential", type=int, default=3, help="requests per client in the 1 vs 8 comparison")
+    p.add_argument("--time_limit", type=float, default=300, help="seconds each round may take at most")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as root:
+        workdir = args.workdir or tiny_workdir(root)
+        model = os.path.basename(os.path.normpath(workdir))
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "gptjax.serve", "--workdir", workdir, "--port", str(port),
+                                   "--max_queue", str(max(128, 2 * args.clients))])
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.2)
+            run = lambda clients, sequential=1: asyncio.run(  # noqa: E731
+                load(url, model, clients, sequential, args.max_tokens, args.time_limit))
+            for clients in (1, 8):  # compile the shapes of one row and of a full batch, joins included
+                report("warm-up", run(clients, 2))
+            peaks = []
+            for i in (1, 2):
+                result = run(args.clients)
+                mem = memory(server.pid)
+                peaks.append(mem["VmHWM"])
+                report(f"round {i}", result, mem)
+            print(f"server peak RSS: {peaks[0]:.0f} MiB after round 1, {peaks[1]:.0f} MiB after round 2 "
+                  f"(bar: no growth; {peaks[1] - peaks[0]:+.0f} MiB)")
+            one, eight = run(1, args.sequential), run(8, args.sequential)
+            report("1 client", one)
+            report("8 clients", eight)
+            ratio = (eight["tokens"] / eight["seconds"]) / max(one["tokens"] / one["seconds"], 1e-9)
+            print(f"8 clients give {ratio:.1f}x the total tokens/s of 1 client (target: >= 4x)")
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+if __name__ == "__main__":
+    main()

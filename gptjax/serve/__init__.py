@@ -1,0 +1,1 @@
+"""Serving: an OpenAI-compatible HTTP API over the compiled decoder, and a chat page."""

@@ -1,0 +1,81 @@
+"""The compiled decode loop for serving: every row of a batch has its own request's knobs.
+
+`gptjax.generate.decoder` samples a whole batch with one key and one set of knobs, which
+suits one caller. A server mixes requests in a batch, and a request must come out the same
+whether it ran alone or beside others, so here each row carries its own key (split every
+step), temperature, top-p, penalties, token budget and stop tokens. Prefill, the KV cache and
+the sliding window are the decoder's own (`decoder.start`, `decoder.extend`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gptjax.generate import decoder
+from gptjax.generate import logits as logits_lib
+from gptjax.generate.layout import Layout
+
+
+class RowPlan(NamedTuple):
+    """Static: which optional steps the batch's compiled loop runs."""
+
+    top_p: bool
+    penalties: bool
+
+
+class RowKnobs(NamedTuple):
+    """Per-row values, traced (changing them never recompiles)."""
+
+    temperature: jax.Array  # (B, 1); 0 picks the most likely token
+    top_p: jax.Array        # (B, 1)
+    frequency: jax.Array    # (B, 1) subtracted once per time a token was generated
+    presence: jax.Array     # (B, 1) subtracted once from every token generated at all
+    max_new: jax.Array      # (B,) tokens the row may still generate
+    stop: jax.Array         # (B, V) tokens that end the row
+
+
+def step(model, st: decoder.DecodeState, layout: Layout, plan: RowPlan, knobs: RowKnobs) -> decoder.DecodeState:
+    """One token per live row from the row's own key and knobs; st.key is (B, 2) raw keys."""
+    logits = st.logits
+    if plan.penalties:
+        counts = st.counts.astype(logits.dtype)
+        logits = logits - knobs.frequency * counts - knobs.presence * (counts > 0)
+    keys = jax.vmap(jax.random.split)(st.key)
+    truncate_plan = logits_lib.Plan(greedy=False, top_k=0, top_p=plan.top_p, min_p=False, repetition=False,
+                                    frequency=False)
+    one = jnp.ones_like(knobs.top_p)
+    truncate_knobs = logits_lib.Knobs(jnp.maximum(knobs.temperature, 1e-6), knobs.top_p, 0 * one, one, 0 * one)
+    truncated = logits_lib.truncate(logits, truncate_plan, truncate_knobs)
+    drawn = jax.vmap(jax.random.categorical)(keys[:, 1], truncated)
+    live = ~st.done
+    token = jnp.where(knobs.temperature[:, 0] == 0, jnp.argmax(logits, axis=-1), drawn).astype(jnp.int32)
+    token = jnp.where(live, token, 0)
+    tokens = jax.lax.dynamic_update_slice(st.tokens, token[:, None], (0, st.length))
+    length = st.length + 1
+    rows = jnp.arange(layout.batch)
+    finished = live & (knobs.stop[rows, token] | (length - layout.window >= knobs.max_new))
+    counts = st.counts.at[rows, token].add(live.astype(jnp.int32)) if plan.penalties else st.counts
+    st = st._replace(key=keys[:, 0], tokens=tokens, length=length, counts=counts, done=st.done | finished,
+                     end=jnp.where(finished, length, st.end))
+    return decoder.extend(model, st, layout)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "plan"), donate_argnames=("st",),
+                   compiler_options=decoder.COMPILER_OPTIONS)
+def advance(graphdef, params, st: decoder.DecodeState, knobs: RowKnobs, steps: jax.Array, *,
+            layout: Layout, plan: RowPlan) -> decoder.DecodeState:
+    """Decode up to `steps` tokens per row (or until every row is done) in one compiled loop."""
+    def body(carry):
+        i, s = carry
+        return i + 1, step(nnx.merge(graphdef, params), s, layout, plan, knobs)
+
+    def more(carry):
+        i, s = carry
+        return (i < steps) & ~jnp.all(s.done)
+
+    return jax.lax.while_loop(more, body, (jnp.zeros((), jnp.int32), st))[1]

@@ -1,0 +1,314 @@
+"""One model's request queue and the thread that decodes its batches.
+
+Requests wait in a bounded queue; the decode thread takes as many as fit in a batch of rows
+(one row per choice), runs the compiled loop a few tokens at a time, and hands each request
+its text as it is decoded. At every such pause requests still waiting join the batch when
+there is room: the live rows and the new ones are prefilled again together (a row's context
+is its prompt plus what it has generated), so no request waits for a whole batch to end.
+Shapes are bucketed (one row or a full batch, prompt width, token budget), so only a new
+bucket compiles.
+A row whose client went away, or whose text reached a stop string, is marked done at the
+next pause and leaves the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import collections
+import dataclasses
+import threading
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gptjax.data.tokenizers import Tokenizer
+from gptjax.errors import UserError
+from gptjax.generate import decoder
+from gptjax.generate.chat_template import ChatTemplate
+from gptjax.generate.generator import Generator
+from gptjax.generate.incremental_text import IncrementalText
+from gptjax.generate.layout import Layout, make_layout
+from gptjax.serve import batch_decode
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How to decode one request's choices (already checked against the model)."""
+
+    max_new: int
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    frequency: float = 0.0
+    presence: float = 0.0
+    seed: int = 0
+    stop_tokens: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+    strip_leading: bool = False  # the plain chat template leaves a space before the reply
+
+
+class Piece(NamedTuple):
+    choice: int
+    text: str
+
+
+class Finished(NamedTuple):
+    choice: int
+    reason: str  # "stop" or "length"
+    tokens: int  # generated, counting a final stop token
+
+
+class Failed(NamedTuple):
+    message: str
+
+
+class QueueFull(Exception):
+    """The queue holds as many requests as it may; the client should retry later."""
+
+
+class Job:
+    """One prompt of a request: its ids, its sampling, and the events its handler awaits."""
+
+    def __init__(self, prompt: np.ndarray, sampling: Sampling, events: asyncio.Queue, first_choice: int = 0):
+        self.prompt = np.asarray(prompt, np.int32)
+        self.sampling = sampling
+        self.loop = asyncio.get_running_loop()
+        self.events = events  # shared by the jobs of one request, whose choices are numbered on
+        self.first_choice = first_choice
+        self.cancelled = threading.Event()
+
+    def emit(self, event: Piece | Finished | Failed) -> None:
+        if not isinstance(event, Failed):
+            event = event._replace(choice=event.choice + self.first_choice)
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the request's event loop is closed: nobody listens any more
+            self.cancelled.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def row_key(seed: int, choice: int) -> np.ndarray:
+    return np.asarray(jax.random.fold_in(jax.random.PRNGKey(seed % 2**32), choice))
+
+
+class Row:
+    """Host-side state of one choice: what it generated so far and its text."""
+
+    def __init__(self, job: Job, choice: int):
+        self.job, self.choice = job, choice
+        s = job.sampling
+        self.key = row_key(s.seed, choice)
+        self.ids: list[int] = []
+        self.offset = 0  # len(ids) when the batch was last prefilled
+        self.finished = False
+        self.started = not s.strip_leading
+        self.text: IncrementalText | None = None
+
+    def context(self, block_size: int) -> np.ndarray:
+        return np.concatenate([self.job.prompt, np.asarray(self.ids, np.int32)])[-block_size:]
+
+    def show(self, piece: str) -> None:
+        if not self.started:
+            piece = piece.lstrip(" ")
+            self.started = bool(piece)
+        if piece:
+            self.job.emit(Piece(self.choice, piece))
+
+    def finish(self, reason: str) -> None:
+        rest = self.text.finish()  # text held back for a stop string that never came
+        if rest:
+            self.show(rest)
+        self.finished = True
+        self.job.emit(Finished(self.choice, reason, len(self.ids)))
+
+
+class Batch(NamedTuple):
+    rows: list[Row]
+    state: decoder.DecodeState
+    layout: Layout
+    plan: batch_decode.RowPlan
+    knobs: batch_decode.RowKnobs
+
+
+class Engine:
+    """A model being served: name, tokenizer, chat template, queue and decode thread."""
+
+    def __init__(self, name: str, model: nnx.Module, tokenizer: Tokenizer, *, max_batch: int = 8,
+                 max_queue: int = 64, chunk: int = 8, overflow: str = "error", max_tokens: int = 512,
+                 gather_s: float = 0.005, shape_floors: tuple[int, int, int] = (1, 1, 1)):
+        self.name = name
+        self.generator = Generator(model, tokenizer)
+        self.tokenizer = tokenizer
+        try:
+            self.template: ChatTemplate | None = ChatTemplate(tokenizer)
+            self.no_chat = ""
+        except UserError as e:
+            self.template, self.no_chat = None, str(e)
+        self.max_batch, self.max_queue, self.chunk = max_batch, max_queue, chunk
+        self.overflow, self.max_tokens, self.gather_s = overflow, max_tokens, gather_s
+        self.shape_floors = shape_floors  # least batch rows, prompt width and token budget compiled
+        self.created = int(time.time())
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.running = 0  # live rows in the batch being decoded
+        self.generated = 0  # tokens decoded since start, over all requests
+        self.cond = threading.Condition()
+        self.closing = False
+        self.thread = threading.Thread(target=self.serve_forever, name=f"decode-{name}", daemon=True)
+        self.thread.start()
+
+    @property
+    def block_size(self) -> int:
+        return self.generator.block_size
+
+    def submit(self, job: Job) -> None:
+        if job.sampling.n > self.max_batch:
+            raise ValueError(f"n={job.sampling.n} is more than the batch of {self.max_batch} rows")
+        with self.cond:
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull
+            self.waiting.append(job)
+            self.cond.notify()
+
+    def stats(self) -> dict:
+        return {"waiting": len(self.waiting), "running": self.running, "generated_tokens": self.generated}
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+        self.thread.join()
+
+    # ------------------------------------------------------------------ the decode thread
+
+    def serve_forever(self) -> None:
+        while True:
+            with self.cond:
+                while not self.waiting and not self.closing:
+                    self.cond.wait()
+                if self.closing:
+                    return
+            time.sleep(self.gather_s)  # requests that arrive together start together
+            rows: list[Row] = []
+            try:
+                self.decode(rows)
+            except Exception as e:  # noqa: BLE001 - the thread must outlive one bad batch
+                for job in {id(r.job): r.job for r in rows if not r.finished}.values():
+                    job.emit(Failed(f"generation failed: {type(e).__name__}: {e}"))
+            self.running = 0
+
+    def admit(self, room: int) -> list[Row]:
+        """Rows of the waiting requests that fit in `room` rows, oldest first."""
+        rows: list[Row] = []
+        with self.cond:
+            while self.waiting and len(rows) + self.waiting[0].sampling.n <= room:
+                job = self.waiting.popleft()
+                if not job.cancelled.is_set():
+                    rows += [Row(job, c) for c in range(job.sampling.n)]
+        return rows
+
+    def decode(self, rows: list[Row]) -> None:
+        """Decode until no row is live and nobody waits; `rows` is filled in place (for errors)."""
+        batch = None
+        while True:
+            for row in rows:
+                row.finished |= row.job.cancelled.is_set()
+            live = [r for r in rows if not r.finished]
+            joining = self.admit(self.max_batch - len(live)) if self.waiting else []
+            if joining:
+                rows[:] = live + joining
+                batch = self.prefill(rows)
+            elif not live:
+                return
+            self.running = len(live) + len(joining)
+            finished = np.ones(batch.layout.batch, bool)
+            finished[:len(rows)] = [r.finished for r in rows]
+            state = batch.state._replace(done=batch.state.done | jnp.asarray(finished))
+            state = batch_decode.advance(self.generator.graphdef, self.generator.params, state, batch.knobs,
+                                         jnp.asarray(self.chunk, jnp.int32), layout=batch.layout, plan=batch.plan)
+            batch = batch._replace(state=state)
+            self.collect(batch)
+
+    def prefill(self, rows: list[Row]) -> Batch:
+        """A batch state for these rows, each prompt followed by what the row generated so far."""
+        block = self.block_size
+        least_rows, least_prompt, least_new = self.shape_floors
+        # One row alone decodes at batch 1; more decode at the full batch, so that requests
+        # joining and leaving do not make a new shape (compile) for every count of rows.
+        padded = rows + [rows[0]] * (max(least_rows, 1 if len(rows) == 1 else self.max_batch) - len(rows))
+        contexts = [r.context(block) for r in padded]
+        budgets = [r.job.sampling.max_new - len(r.ids) for r in padded]
+        layout = make_layout(len(padded), block, min(block, max(least_prompt, *map(len, contexts))),
+                             max(least_new, *budgets), self.overflow == "sliding", max(1, block // 2))
+        prompts, lengths = decoder.right_align(contexts, layout.prompt)
+        keys = jnp.asarray(np.stack([r.key for r in padded]))
+        st = decoder.start(self.generator.graphdef, self.generator.params, jnp.asarray(prompts),
+                           jnp.asarray(lengths), keys, layout=layout)
+        vocab = self.generator.cfg.vocab_size
+        counts = np.zeros((len(padded), vocab), np.int32)
+        stop = np.zeros((len(padded), vocab), bool)
+        for b, r in enumerate(padded):
+            np.add.at(counts[b], np.asarray(r.ids, np.int64), 1)
+            stop[b, list(r.job.sampling.stop_tokens)] = True
+            if r.text is None:
+                r.text = IncrementalText(self.tokenizer, r.job.sampling.stop_strings)
+            r.offset = len(r.ids)
+        st = st._replace(counts=jnp.asarray(counts), done=jnp.arange(len(padded)) >= len(rows))
+        samplings = [r.job.sampling for r in padded]
+        column = lambda f: jnp.asarray([[f(s)] for s in samplings], jnp.float32)  # noqa: E731
+        knobs = batch_decode.RowKnobs(column(lambda s: s.temperature), column(lambda s: s.top_p),
+                                      column(lambda s: s.frequency), column(lambda s: s.presence),
+                                      jnp.asarray(budgets, jnp.int32), jnp.asarray(stop))
+        plan = batch_decode.RowPlan(top_p=any(s.top_p < 1 and s.temperature > 0 for s in samplings),
+                                    penalties=any(s.frequency != 0 or s.presence != 0 for s in samplings))
+        return Batch(rows, st, layout, plan, knobs)
+
+    def collect(self, batch: Batch) -> None:
+        """Hand each row's new tokens to its request as text; finish the rows that ended."""
+        st, window = batch.state, batch.layout.window
+        tokens, done, end = np.asarray(st.tokens), np.asarray(st.done), np.asarray(st.end)
+        keys, length = np.asarray(st.key), int(st.length)
+        for b, row in enumerate(batch.rows):
+            row.key = keys[b]
+            if row.finished:
+                continue
+            stops = row.job.sampling.stop_tokens
+            for token in tokens[b, window + len(row.ids) - row.offset:min(int(end[b]), length)]:
+                row.ids.append(int(token))
+                self.generated += 1
+                if int(token) in stops:
+                    break
+                row.show(row.text.push(int(token)))
+                if row.text.stopped:
+                    break
+            if row.text.stopped or (row.ids and row.ids[-1] in stops):
+                row.finish("stop")
+            elif done[b]:
+                row.finish("length")
+
+
+def model_name(workdir: str) -> str:
+    """A workdir's model is named after its folder."""
+    return os.path.basename(os.path.normpath(workdir))
+
+
+def load_engines(workdirs: list[str], **options) -> dict[str, Engine]:
+    """One engine per workdir, by name; two workdirs of the same name are refused."""
+    from gptjax.workdir import load_model
+
+    names = [model_name(w) for w in workdirs]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:
+        raise UserError(f"two workdirs are both named {twice!r}, and a model is named after its folder; "
+                        "serve folders with different names")
+    engines = {}
+    for name, workdir in zip(names, workdirs):
+        model, tokenizer, _ = load_model(workdir)
+        engines[name] = Engine(name, model, tokenizer, **options)
+    return engines
