@@ -29,7 +29,7 @@ from flax import nnx
 from gptjax.data.tokenizers import Tokenizer
 from gptjax.errors import UserError
 from gptjax.generate import decoder
-from gptjax.generate.chat_template import ChatTemplate
+from gptjax.data.chat_template import ChatTemplate
 from gptjax.generate.generator import Generator
 from gptjax.generate.incremental_text import IncrementalText
 from gptjax.generate.layout import Layout, make_layout

@@ -11,7 +11,7 @@ import secrets
 import numpy as np
 
 from gptjax.errors import UserError
-from gptjax.generate.chat_template import Turn
+from gptjax.data.chat_template import Turn
 from gptjax.serve.api_errors import bad
 from gptjax.serve.engine import Engine, Sampling
 from gptjax.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest
