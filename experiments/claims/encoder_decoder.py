@@ -5,7 +5,8 @@ Compared here with the decoder-only GPT.
 
 Arms: GPT (7 layers) / encoder-decoder (3 encoder + 3 decoder layers), 64 wide, 3 seeds each.
 A decoder layer has a cross-attention more than a GPT layer (16 C^2 against 12 C^2
-parameters), so 7 GPT layers and 3 + 3 encoder-decoder layers hold the same parameters.
+parameters), so 7 GPT layers and 3 + 3 encoder-decoder layers hold the same parameters
+(354k and 355k with the char vocabulary).
 
 Regime: the plain LM split (gptjax/data/pairs.py): windows of 128 characters, the first 64 the
 source, the last 64 the target. Both models see the same windows, and the GPT is scored only on

@@ -83,7 +83,8 @@ def compare(arm: Sequence[float], baseline: Sequence[float], *, confidence: floa
 def verdict(c: Comparison, *, lower_is_better: bool = True, alpha: float = 0.05, min_effect: float = 0.0) -> str:
     """"supported", "not supported" or "depends" by the rule in the module docstring."""
     sign = -1.0 if lower_is_better else 1.0  # the claimed direction of arm - baseline
-    gain, low, high = sign * c.difference, min(sign * c.ci_low, sign * c.ci_high), max(sign * c.ci_low, sign * c.ci_high)
+    gain = sign * c.difference
+    low, high = sorted((sign * c.ci_low, sign * c.ci_high))
     significant = c.p < alpha  # nan (both arms constant and equal) compares False
     if significant and low > 0 and gain >= min_effect:
         return "supported"
