@@ -1,14 +1,17 @@
-"""Models that the training loop can train: the GPT and the recurrent baselines."""
+"""Models: the GPT and the recurrent baselines, which the training loop trains, and the
+encoder-decoder (`model.kind=encdec`), which `build_model` builds but the loop does not feed yet."""
 
 from __future__ import annotations
 
 from flax import nnx
 
 from gptjax.errors import UserError
+from gptjax.model.encdec import EncDecConfig, EncoderDecoder
 from gptjax.model.gpt import GPT, GPTConfig
 from gptjax.model.recurrent import CELLS, RecurrentConfig, RecurrentLM
 
-KINDS = ("gpt", *CELLS)
+KINDS = ("gpt", *CELLS)  # what the training loop trains
+BUILT = (*KINDS, "encdec")
 
 
 def build_model(model_config, vocab_size: int, rngs: nnx.Rngs) -> nnx.Module:
@@ -17,4 +20,6 @@ def build_model(model_config, vocab_size: int, rngs: nnx.Rngs) -> nnx.Module:
         return GPT(GPTConfig.from_config(model_config, vocab_size), rngs=rngs)
     if model_config.kind in CELLS:
         return RecurrentLM(RecurrentConfig.from_config(model_config, vocab_size), rngs=rngs)
-    raise UserError(f"model.kind={model_config.kind!r} is unknown; use one of {KINDS}")
+    if model_config.kind == "encdec":
+        return EncoderDecoder(EncDecConfig.from_config(model_config, vocab_size), rngs=rngs)
+    raise UserError(f"model.kind={model_config.kind!r} is unknown; use one of {BUILT}")

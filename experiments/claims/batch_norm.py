@@ -1,0 +1,27 @@
+"""Claim (guide 6.3): batch normalisation speeds up and stabilises training.
+
+    python -m gptjax.main --config experiments/claims/batch_norm.py --workdir runs/claims/batch_norm
+
+Arms: layernorm / rmsnorm / causal batch norm / no norm, 3 seeds each. The batch norm is the
+causal one (gptjax/model/causal_batchnorm.py, statistics per position over the batch): the
+flax BatchNorm pools statistics over time, so its training loss is computed with a view of
+later tokens and would "win" by cheating.
+
+Regime: 4 layers at a high peak learning rate (1e-2) with a short warmup, where an
+unnormalised stack is slow or unstable, so normalisation has something to fix.
+Diagnostic: validation curves (speed: bits per char at 10% / 50% / 100% of training),
+loss spikes counted in metrics.jsonl, and per-layer activation and gradient norms
+(train.log_layer_norms) that show what each norm keeps in range.
+
+Estimated time: 12 runs of 250 steps x 16 x 64 chars, about 70 s each: 14 minutes.
+"""
+
+from experiments.claims.regimes import small, sweep
+
+
+def get_config():
+    base = small(n_layer=4, steps=250, learning_rate=1e-2, warmup_steps=20)
+    base.train.log_layer_norms = True
+    runs = [dict(name=n.replace("_", "-"), overrides={"model.norm": n})
+            for n in ("layernorm", "rmsnorm", "causal_batchnorm", "none")]
+    return sweep(base, runs)

@@ -1,0 +1,175 @@
+"""Every claim experiment is a valid sweep, and two train steps of each of its arms run."""
+
+import glob
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from configs.default import get_config as default_config
+from gptjax.data.batches import window_offsets, windows
+from gptjax.data.prepare import prepare
+from gptjax.experiments import parse_runs, run_config
+from gptjax.train import state as state_lib
+from gptjax.train.optimizer import build_optimizer
+from gptjax.train.step import make_train_step
+from gptjax.train.validation import CHOICES, check_config
+from tests.conftest import TEXT
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLAIMS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "claims", "*.py"))
+                if "def get_config" in open(p, encoding="utf-8").read())
+
+# Switches the claims use that the training job does not have yet: key -> what wires it.
+PENDING = {
+    "data.train_chars": "cut the train split to its first N characters (0 = all)",
+    "data.augment": "gptjax.data.augment in the train step",
+    "data.augment_rate": "gptjax.data.augment in the train step",
+    "data.pairs": "gptjax.data.pairs batches for model.kind=encdec",
+    "data.src_len": "gptjax.data.pairs batches for model.kind=encdec",
+    "data.source": "the dialogue builder's records as a data source",
+    "model.kind": "the train loop feeding gptjax.model.encdec (encdec_loss)",
+    "model.n_encoder_layer": "gptjax.model.encdec",
+    "model.norm": "CausalBatchNorm registered in gpt.Norm",
+    "model.activation": "sigmoid and tanh in gpt.activation",
+    "model.residual_scaling": "residual-projection scaling as a switch for every init",
+    "train.log_layer_norms": "per-layer gradient / activation / weight norms in metrics.jsonl",
+    "train.init_from": "parameters restored from a pretrained workdir",
+    "eval.score_from": "scoring only target positions >= src_len",
+}
+DEFAULT = default_config()
+
+
+def load(path: str) -> ConfigDict:
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def flat(config: ConfigDict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ConfigDict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def wired(dotted: str, value) -> bool:
+    """Whether the training job knows the key and, for a choice, accepts the value."""
+    known = flat(DEFAULT)
+    return dotted in known and (dotted not in CHOICES or value in CHOICES[dotted])
+
+
+def test_there_is_a_claim_per_row_of_the_study():
+    names = {os.path.basename(p)[:-3] for p in CLAIMS}
+    assert names == {"batch_norm", "dropout", "regularisation", "augmentation", "data_size", "grad_clip",
+                     "activations", "initialisation", "lr_decay", "recurrent_vs_transformer",
+                     "encoder_decoder", "fine_tuning"}
+
+
+@pytest.mark.parametrize("path", CLAIMS, ids=lambda p: os.path.basename(p)[:-3])
+def test_claim_is_a_sweep_of_three_seeds_with_a_documented_time(path):
+    sweep = load(path)
+    runs = parse_runs(sweep)
+    assert sweep.sweep and list(sweep.seeds) == [0, 1, 2] and len(runs) >= 2
+    for run in runs:  # every override is a key of the base, so run_config cannot refuse it
+        run_config(sweep.base, 0, run.overrides)
+    doc = open(path, encoding="utf-8").read()
+    assert "Claim (guide" in doc and "Regime" in doc and "Diagnostic" in doc and "Estimated time" in doc
+    minutes = int(doc.split("Estimated time")[1].split("minutes")[0].split()[-1])
+    assert minutes <= 20
+
+
+def test_total_time_fits_three_hours():
+    total = sum(int(open(p, encoding="utf-8").read().split("Estimated time")[1].split("minutes")[0].split()[-1])
+                for p in CLAIMS)
+    assert total <= 180
+
+
+def test_every_key_missing_today_is_listed():
+    for path in CLAIMS:
+        sweep = load(path)
+        keys = set(flat(sweep.base))
+        for spec in sweep.runs:
+            keys |= set(dict(spec).get("overrides", {}))
+        assert {k for k in keys if k not in flat(DEFAULT)} <= set(PENDING), os.path.basename(path)
+
+
+ARMS = [(path, run) for path in CLAIMS for run in parse_runs(load(path))]
+ARM_IDS = [f"{os.path.basename(p)[:-3]}:{r.name}" for p, r in ARMS]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("claims")
+    (root / "text.txt").write_text(TEXT, encoding="utf-8")
+    return str(root / "text.txt"), str(root / "cache")
+
+
+def pending_reason(sweep, run) -> str:
+    """Why the arm cannot train yet ('' when it can): a switch it needs is not wired."""
+    if run.ngram_order:
+        return "an n-gram arm has no steps (tests/test_experiments.py runs one)"
+    for dotted, value in flat(sweep.base).items():
+        if dotted in PENDING and dotted in CHOICES and not wired(dotted, value):
+            return f"the base needs {dotted}={value!r}: {PENDING[dotted]}"
+    for dotted, value in run.overrides.items():
+        if dotted in PENDING and not wired(dotted, value):
+            return f"needs {dotted}={value!r}: {PENDING[dotted]}"
+    return ""
+
+
+def two_steps(path: str, run, tiny_data):
+    """The arm's config shrunk onto the tiny corpus: (train step, train state, 2 steps of batches)."""
+    sweep = load(path)
+    reason = pending_reason(sweep, run)
+    if reason:
+        pytest.skip(reason)
+    config = run_config(sweep.base, 0, run.overrides)
+    config.data.source, config.data.path = "files", tiny_data[0]
+    config.data.cache_dir, config.data.test_fraction = tiny_data[1], 0.1
+    m = config.model
+    m.n_layer, m.n_head, m.n_embd, m.block_size = min(m.n_layer, 2), 2, 16, 16
+    config.train.batch_size, config.train.grad_accum = 4, 1
+    check_config(config)
+    corpus = prepare(config.data, config.seed)
+    vocab = corpus.tokenizer.vocab_size
+    graphdef, abstract_params, _ = state_lib.abstract_model(config.model, vocab, config.seed)
+    tx = build_optimizer(config.train, abstract_params)
+    tokens = corpus.tokens["train"]
+    batches = np.stack([windows(tokens, window_offsets(config.seed, s, len(tokens), 16, 4), 16)[None]
+                        for s in range(2)])
+    init = lambda: state_lib.fresh_state(config.model, vocab, config.seed, tx)  # noqa: E731
+    return make_train_step(graphdef, tx, config.train, config.seed), init, jnp.asarray(batches)
+
+
+@pytest.mark.parametrize("path,run", ARMS, ids=ARM_IDS)
+def test_two_steps_of_each_arm_trace(path, run, tiny_data):
+    """Every arm's two train steps, traced abstractly: the whole step is built (model, switches,
+    loss, optimizer, schedule) without XLA compiling it, which takes 5-10 s an arm on this CPU."""
+    step, init, batches = two_steps(path, run, tiny_data)
+    state, losses = jax.eval_shape(step, jax.eval_shape(init), batches)
+    assert losses.shape == (2,) and state.step.shape == ()
+
+
+FIRST_ARMS = [next(a for a in ARMS if a[0] == path and not pending_reason(load(path), a[1]))
+              for path in CLAIMS if any(a[0] == path and not pending_reason(load(path), a[1]) for a in ARMS)]
+
+
+@pytest.mark.parametrize("path,run", FIRST_ARMS, ids=[f"{os.path.basename(p)[:-3]}:{r.name}" for p, r in FIRST_ARMS])
+def test_two_steps_of_a_claim_run(path, run, tiny_data):
+    """One arm per claim compiled and run for two steps (with XLA's cheap optimisation level):
+    finite losses and the step counter advanced."""
+    step, init, batches = two_steps(path, run, tiny_data)
+    state = init()
+    compiled = jax.jit(step).lower(state, batches).compile(
+        compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    state, losses = compiled(state, batches)
+    assert int(state.step) == 2 and np.isfinite(np.asarray(losses)).all()
