@@ -3,7 +3,7 @@ import pathlib
 
 import pytest
 
-from gptjax.train import validation
+from gptjax.train import config_checks
 from gptjax.train.job import run
 
 CONFIGS = sorted(p.stem for p in pathlib.Path(__file__).parent.parent.joinpath("configs").glob("*.py")
@@ -14,7 +14,7 @@ CONFIGS = sorted(p.stem for p in pathlib.Path(__file__).parent.parent.joinpath("
 def test_every_config_is_valid(name):
     module = importlib.import_module(f"configs.{name}")
     for arg in ("", "smoke"):
-        validation.check_config(module.get_config(arg))
+        config_checks.check_config(module.get_config(arg))
 
 
 def test_speedrun_config_runs_a_few_steps(tiny_config, tmp_path):

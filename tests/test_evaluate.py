@@ -11,12 +11,13 @@ import pytest
 from flax import nnx
 
 from configs.default import get_config
+from gptjax.baselines.ngram import ngram_baseline
 from gptjax.data.prepare import prepare
 from gptjax.data.tokenizers import CharTokenizer
 from gptjax.errors import UserError
 from gptjax.eval import continuation
-from gptjax.evaluate import compare, evaluate_ngram, evaluate_workdir, score_ngram
-from gptjax.generate.sampling import generate_uncached
+from gptjax.eval.heldout import compare, evaluate_ngram, evaluate_workdir
+from gptjax.generate.reference import generate_uncached
 from gptjax.model import build_model
 from gptjax.train.job import run
 
@@ -125,7 +126,7 @@ def test_ngram_scores_the_targets_a_model_scores(trained):
     corpus = prepare(c.data, c.seed)
     result = evaluate_ngram(c, 3, "test", max_tokens=c.eval.max_tokens)
     assert result["tokens"] == c.eval.max_tokens - 1 and result["model"] == "3-gram"
-    whole = score_ngram(corpus, 3, "test")
+    whole = ngram_baseline(corpus, 3, "test")
     assert whole["tokens"] == corpus.tokens["test"].size - 1
     assert 0 < whole["bits_per_char"] < np.log2(corpus.tokenizer.vocab_size)
     with pytest.raises(UserError, match="--force"):
