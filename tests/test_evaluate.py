@@ -1,14 +1,10 @@
-import itertools
 import json
 import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from configs.default import get_config
 from gptjax.baselines.ngram import ngram_baseline
@@ -17,8 +13,6 @@ from gptjax.data.tokenizers import CharTokenizer
 from gptjax.errors import UserError
 from gptjax.eval import continuation
 from gptjax.eval.heldout import compare, evaluate_ngram, evaluate_workdir
-from gptjax.generate.reference import generate_uncached
-from gptjax.model import build_model
 from gptjax.train.job import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,35 +75,6 @@ def test_passages_are_evenly_spaced_prefix_and_true_continuation():
     assert task.references == [text[10:15], text[152:157], text[295:300]]
     with pytest.raises(UserError, match="too few"):
         continuation.passages(text[:20], CharTokenizer(text), 3, prefix_chars=10, continue_chars=5)
-
-
-def tiny_model(vocab: int):
-    c = get_config("smoke")
-    c.model.n_layer, c.model.n_embd, c.model.n_head, c.model.block_size = 1, 16, 2, 8
-    return build_model(c.model, vocab, nnx.Rngs(3)), c.model.block_size
-
-
-def test_one_beam_is_greedy_decoding():
-    model, block = tiny_model(13)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    prompts = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
-    out = continuation.decode(graphdef, params, rest, prompts, 12, block, beams=1)  # slides past the window
-    for prompt, row in zip(prompts, out):
-        np.testing.assert_array_equal(row, generate_uncached(graphdef, params, rest, prompt, 12, block, 0.0))
-
-
-def test_wide_beam_finds_the_most_likely_continuation():
-    vocab = 5
-    model, block = tiny_model(vocab)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    prompt = np.array([[2, 4]], np.int32)
-    pairs = np.array(list(itertools.product(range(vocab), repeat=2)), np.int32)
-    seqs = np.concatenate([np.repeat(prompt, len(pairs), axis=0), pairs], axis=1)
-    logp = jax.nn.log_softmax(model(jnp.asarray(seqs[:, :-1])), axis=-1)
-    totals = logp[np.arange(len(pairs)), 1, pairs[:, 0]] + logp[np.arange(len(pairs)), 2, pairs[:, 1]]
-    best = tuple(pairs[int(jnp.argmax(totals))])
-    found = continuation.decode(graphdef, params, rest, prompt, 2, block, beams=vocab)[0]
-    assert tuple(found) == best
 
 
 def test_compare_refuses_per_token_figures_across_tokenizers():
