@@ -1,6 +1,6 @@
-"""Blind pairwise human evaluation of generated text.
+"""Blind pairwise human evaluation of generated text: the rating kit and its scores.
 
-`make` (`python -m gptjax.human_eval make --inputs a.jsonl b=b.jsonl --out kit`) reads one JSONL file per system ({"prompt": ..., "output": ...} per line, the same
+`make` reads one JSONL file per system ({"prompt": ..., "output": ...} per line, the same
 prompts in the same order in every file; a system is named by its file stem or `name=path`)
 and writes, for every prompt and every pair of systems, one item showing the two outputs as
 A and B in a random order:
@@ -10,7 +10,7 @@ A and B in a random order:
 * key.json     which system is A and which is B in each item; keep it from the raters.
 
 `score` gives per system its win rate and Bradley-Terry strength, with 95% bootstrap
-intervals from resampling the rated items.
+intervals from resampling the rated items. `python -m gptjax.human_eval` is the command.
 """
 
 from __future__ import annotations
