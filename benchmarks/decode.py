@@ -35,7 +35,7 @@ from configs.default import get_config
 from gptjax.generate import decoder
 from gptjax.generate import logits as logits_lib
 from gptjax.generate.layout import make_layout
-from gptjax.generate.sampling import generate_uncached
+from gptjax.generate.reference import generate_uncached
 from gptjax.generate.settings import GenerationSettings
 from gptjax.model.gpt import GPT, GPTConfig
 from gptjax.model.quantize import quantize, weight_bytes

@@ -23,11 +23,8 @@ import jax  # noqa: E402  (the flag above must be set before JAX starts)
 
 from configs.default import get_config  # noqa: E402
 from gptjax.data.prepare import prepare  # noqa: E402
-from gptjax.train import mesh as mesh_lib  # noqa: E402
-from gptjax.train import mfu  # noqa: E402
-from gptjax.train import state as state_lib  # noqa: E402
-from gptjax.train.loop import Trainer  # noqa: E402
-from gptjax.train.optimizer import build_optimizer  # noqa: E402
+from gptjax.train import (Trainer, abstract_model, build_mesh, build_optimizer, init_state,  # noqa: E402
+                          measured_cpu_peak, state_shardings, utilisation)
 
 LAYOUTS = ("1 device", "data=8", "fsdp=8", "fsdp=4,tensor=2", "data=2,fsdp=2,tensor=2", "data=2,tensor=4")
 
@@ -54,12 +51,12 @@ def benchmark_config():
 
 def measure(config, corpus, layout: str, steps: int, host_peak: float) -> dict:
     devices = jax.devices()[:1] if layout == "1 device" else jax.devices()
-    mesh = mesh_lib.build_mesh(mesh_config(layout), devices)
+    mesh = build_mesh(mesh_config(layout), devices)
     vocab = corpus.tokenizer.vocab_size
-    graphdef, abstract_params, abstract_rest = state_lib.abstract_model(config.model, vocab, config.seed)
+    graphdef, abstract_params, abstract_rest = abstract_model(config.model, vocab, config.seed)
     tx = build_optimizer(config.train, abstract_params)
-    shardings = state_lib.state_shardings(graphdef, abstract_params, abstract_rest, tx, mesh)
-    state = state_lib.init_state(config.model, vocab, config.seed, tx, shardings)
+    shardings = state_shardings(graphdef, abstract_params, abstract_rest, tx, mesh)
+    state = init_state(config.model, vocab, config.seed, tx, shardings)
     trainer = Trainer(config, corpus, mesh, graphdef, tx, shardings)
     per_call = config.train.steps_per_call
     started = time.perf_counter()
@@ -74,7 +71,7 @@ def measure(config, corpus, layout: str, steps: int, host_peak: float) -> dict:
     seconds = time.perf_counter() - started
     tokens_per_sec = calls * per_call * config.train.batch_size * config.model.block_size / seconds
     # Every layout shares the same cores, so MFU is against the whole host whatever the mesh.
-    fields = mfu.utilisation(tokens_per_sec, trainer.flops_per_token, host_peak, 1)
+    fields = utilisation(tokens_per_sec, trainer.flops_per_token, host_peak, 1)
     return {"layout": layout, "devices": mesh.size, "compile_s": compiled, "tokens_per_sec": tokens_per_sec,
             "per_device": tokens_per_sec / mesh.size, **fields}
 
@@ -86,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     config = benchmark_config()
     corpus = prepare(config.data, config.seed)
-    host_peak = mfu.measured_cpu_peak(jax.local_devices()[0])
+    host_peak = measured_cpu_peak(jax.local_devices()[0])
     print(f"{jax.device_count()} {jax.devices()[0].platform} devices; host matmul peak {host_peak / 1e9:.1f} "
           f"GFLOP/s; model {config.model.n_layer}x{config.model.n_embd}, batch {config.train.batch_size}x"
           f"{config.model.block_size}")

@@ -28,11 +28,8 @@ from ml_collections import ConfigDict, config_flags
 
 from benchmarks.matmul_peak import matmul_peak
 from gptjax.cli import quiet_logs
-from gptjax.train import mesh as mesh_lib
-from gptjax.train import mfu
-from gptjax.train import state as state_lib
-from gptjax.train.optimizer import build_optimizer
-from gptjax.train.step import make_train_step
+from gptjax.train import (abstract_model, batch_sharding, build_mesh, build_optimizer, count_params, flops_per_token,
+                          init_state, make_train_step, replicated, state_shardings)
 
 VOCAB = 65  # tiny Shakespeare's characters, as in nanoGPT
 FLOPS_FORMULA = "model FLOPs/token = 6*N + 12*L*C*T (PaLM; N = matmul parameters)"
@@ -78,17 +75,17 @@ def benchmark(config: ConfigDict, calls: int = 7) -> dict:
     """Time `calls` compiled calls of `train.steps_per_call` steps of `config` on random tokens."""
     tc, mc = config.train, config.model
     k, tokens_per_step = tc.steps_per_call, tc.batch_size * mc.block_size
-    mesh = mesh_lib.build_mesh(config.mesh)
-    graphdef, params, rest = state_lib.abstract_model(mc, VOCAB, config.seed)
+    mesh = build_mesh(config.mesh)
+    graphdef, params, rest = abstract_model(mc, VOCAB, config.seed)
     tx = build_optimizer(tc, params)
-    shardings = state_lib.state_shardings(graphdef, params, rest, tx, mesh)
-    state = state_lib.init_state(mc, VOCAB, config.seed, tx, shardings)
-    batch_sharding = mesh_lib.batch_sharding(mesh, leading=2)
-    step = jax.jit(make_train_step(graphdef, tx, tc, config.seed), in_shardings=(shardings, batch_sharding),
-                   out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+    shardings = state_shardings(graphdef, params, rest, tx, mesh)
+    state = init_state(mc, VOCAB, config.seed, tx, shardings)
+    rows = batch_sharding(mesh, leading=2)
+    step = jax.jit(make_train_step(graphdef, tx, tc, config.seed), in_shardings=(shardings, rows),
+                   out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
     micro = tc.batch_size // tc.grad_accum
     tokens = np.random.default_rng(0).integers(0, VOCAB, (k, tc.grad_accum, micro, mc.block_size + 1), np.int32)
-    batches = jax.device_put(tokens, batch_sharding)
+    batches = jax.device_put(tokens, rows)
     start = time.perf_counter()
     state, losses = step(state, batches)
     losses.block_until_ready()
@@ -101,10 +98,10 @@ def benchmark(config: ConfigDict, calls: int = 7) -> dict:
         per_step.append((time.perf_counter() - start) / k)
         cpu_per_step.append((time.process_time() - cpu_start) / k)
     best = min(per_step)
-    return dict(params=state_lib.count_params(params), tokens_per_step=tokens_per_step,
+    return dict(params=count_params(params), tokens_per_step=tokens_per_step,
                 ms_best=1e3 * best, ms_median=1e3 * statistics.median(per_step), cpu_ms=1e3 * min(cpu_per_step),
                 tokens_per_s=tokens_per_step / best, compile_s=compile_s,
-                flops_per_s=tokens_per_step / best * mfu.flops_per_token(mc, VOCAB, config.seed))
+                flops_per_s=tokens_per_step / best * flops_per_token(mc, VOCAB, config.seed))
 
 
 def describe(config: ConfigDict) -> str:

@@ -7,7 +7,7 @@ A sweep is a config file whose get_config() returns
           dict(name="lstm", overrides={"model.kind": "lstm", "model.n_embd": 256}), ...]
 
 and `python -m gptjax.main --config experiments/<name>.py --workdir runs/<name>` trains each
-(run, seed) in `runs/<name>/<run>-s<seed>/` with `gptjax.train.job.run`. A run whose
+(run, seed) in `runs/<name>/<run>-s<seed>/` with `gptjax.train.run`. A run whose
 summary.json exists is skipped, so an interrupted sweep resumes where it stopped (the run it
 stopped in resumes from its checkpoint). N-gram runs are trained on the train split and
 scored on the same tokens as the models (`eval.max_tokens`).
@@ -33,11 +33,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
+from gptjax import train  # noqa: E402
+from gptjax.baselines.ngram import ngram_baseline  # noqa: E402
 from gptjax.data.prepare import prepare  # noqa: E402
+from gptjax.data.tokenizers import tokenizer_id  # noqa: E402
 from gptjax.errors import UserError  # noqa: E402
-from gptjax.evaluate import compare, score_ngram, tokenizer_id  # noqa: E402
-from gptjax.train import job, report  # noqa: E402
-from gptjax.train.environment import write_json  # noqa: E402
+from gptjax.eval.heldout import compare  # noqa: E402
+from gptjax.workdir import read_metrics, write_json  # noqa: E402
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -110,7 +112,7 @@ class NgramCache:
         key = (corpus.cache_dir, order, config.eval.max_tokens)
         if key not in self.results:
             started = time.time()
-            scores = {split: score_ngram(corpus, order, split, config.eval.max_tokens)
+            scores = {split: ngram_baseline(corpus, order, split, config.eval.max_tokens)
                       for split in ("val", "test") if corpus.tokens[split].size > 1}
             summary = {"params": None, "tokens_seen": int(corpus.tokens["train"].size),
                        "wall_seconds": round(time.time() - started, 1)}
@@ -135,7 +137,7 @@ def run_one(run: Run, config, workdir: str, ngrams: NgramCache) -> dict:
         summary = ngrams.summary(config, run.ngram_order)
         write_json(path, summary)
         return summary
-    return job.run(config, workdir)
+    return train.run(config, workdir)
 
 
 def record(run: Run, config, seed: int, summary: dict, workdir: str) -> dict:
@@ -221,7 +223,7 @@ def plot_curves(records: list[dict], path: str) -> None:
     """Validation bits per char against tokens seen, averaged over seeds; n-gram orders as lines."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in dict.fromkeys(r["run"] for r in records if not r["ngram"]):
-        curves = [{m["tokens_seen"]: m["val_bpc"] for m in report.read_metrics(r["workdir"]) if "val_bpc" in m}
+        curves = [{m["tokens_seen"]: m["val_bpc"] for m in read_metrics(r["workdir"]) if "val_bpc" in m}
                   for r in records if r["run"] == name]
         points = sorted(set.intersection(*(set(c) for c in curves)))
         ax.plot(points, [statistics.fmean(c[p] for c in curves) for p in points], marker=".", label=name)

@@ -1,4 +1,5 @@
-"""Load a trained workdir (config, tokenizer, best or last checkpoint) as a ready model.
+"""A run's directory, read and written in one place: JSON files, the metrics log, the saved
+config, and the trained model (config, tokenizer, best or last checkpoint) ready to use.
 
 Generation, evaluation and serving start from here, never from the training code's internals.
 """
@@ -13,6 +14,23 @@ from flax import nnx
 
 from gptjax.data.tokenizers import Tokenizer, load_tokenizer
 from gptjax.errors import UserError
+
+
+def write_json(path: str, obj) -> None:
+    """Write through a temporary file so that an interrupted write never leaves half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+    os.replace(tmp, path)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The records of `<workdir>/metrics.jsonl`, oldest first (none before the first log)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -39,10 +57,12 @@ def overlay(config: ml_collections.ConfigDict, saved: dict) -> None:
 
 
 def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer, ml_collections.ConfigDict]:
-    """(model, tokenizer, config); `which` is best (falling back to last) or last."""
-    from gptjax.train import mesh as mesh_lib, state as state_lib
-    from gptjax.train.checkpoints import Checkpoints
-    from gptjax.train.optimizer import build_optimizer
+    """(model, tokenizer, config); `which` is best (falling back to last) or last.
+
+    Only the model's arrays are read from the checkpoint: no optimizer is built and its
+    state stays on disk.
+    """
+    from gptjax.train import Checkpoints, abstract_model, build_mesh, replicated
 
     config = load_config(workdir)
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
@@ -51,11 +71,8 @@ def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer
         raise UserError(f"{workdir} has no checkpoint; train there first with python -m gptjax.main")
     if which == "best" and not checkpoints.has_best():
         which = "last"
-    mesh = mesh_lib.build_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
-    graphdef, params, rest = state_lib.abstract_model(config.model, tokenizer.vocab_size, config.seed)
-    tx = build_optimizer(config.train, params)
-    shardings = state_lib.state_shardings(graphdef, params, rest, tx, mesh)
-    target = state_lib.restore_target(config.model, tokenizer.vocab_size, config.seed, tx, shardings)
-    state, _ = checkpoints.restore(target, which=which)
+    mesh = build_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
+    graphdef, params, rest = abstract_model(config.model, tokenizer.vocab_size, config.seed)
+    params, rest = checkpoints.restore_params(params, rest, replicated(mesh), which=which)
     checkpoints.close()
-    return nnx.merge(graphdef, state.params, state.rest), tokenizer, config
+    return nnx.merge(graphdef, params, rest), tokenizer, config

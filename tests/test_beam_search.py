@@ -1,4 +1,5 @@
-"""Beam search: exhaustive agreement on a tiny model, width 1 is greedy, errors."""
+"""Beam search: exhaustive agreement on a tiny model, width 1 is greedy, errors; on the KV cache
+and on the recomputed window of the reference decoder."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from configs.default import get_config
 from gptjax.errors import UserError
 from gptjax.generate.generator import Generator
+from gptjax.generate.reference import beam_decode, generate_uncached
 from gptjax.generate.settings import GenerationSettings
+from gptjax.model import build_model
 from test_generate import SLIDING, LetterTokenizer, random_gpt
 
 STOP = 0
@@ -108,3 +113,32 @@ def test_beam_settings_are_checked():
         gen.generate(PROMPTS, GenerationSettings(strategy="beam", beams=2, num_samples=3))
     with pytest.raises(UserError, match="streaming gives one"):
         next(gen.stream(PROMPTS[0], GenerationSettings(strategy="beam")))
+
+
+def tiny_model(vocab: int):
+    c = get_config("smoke")
+    c.model.n_layer, c.model.n_embd, c.model.n_head, c.model.block_size = 1, 16, 2, 8
+    return build_model(c.model, vocab, nnx.Rngs(3)), c.model.block_size
+
+
+def test_one_beam_is_greedy_decoding():
+    model, block = tiny_model(13)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    prompts = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
+    out = beam_decode(graphdef, params, rest, prompts, 12, block, beams=1)  # slides past the window
+    for prompt, row in zip(prompts, out):
+        np.testing.assert_array_equal(row, generate_uncached(graphdef, params, rest, prompt, 12, block, 0.0))
+
+
+def test_wide_beam_finds_the_most_likely_continuation():
+    vocab = 5
+    model, block = tiny_model(vocab)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    prompt = np.array([[2, 4]], np.int32)
+    pairs = np.array(list(itertools.product(range(vocab), repeat=2)), np.int32)
+    seqs = np.concatenate([np.repeat(prompt, len(pairs), axis=0), pairs], axis=1)
+    logp = jax.nn.log_softmax(model(jnp.asarray(seqs[:, :-1])), axis=-1)
+    totals = logp[np.arange(len(pairs)), 1, pairs[:, 0]] + logp[np.arange(len(pairs)), 2, pairs[:, 1]]
+    best = tuple(pairs[int(jnp.argmax(totals))])
+    found = beam_decode(graphdef, params, rest, prompt, 2, block, beams=vocab)[0]
+    assert tuple(found) == best

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from gptjax.chat import ChatSession, repl
+from gptjax.cli.chat import repl
 from gptjax.data.tokenizers import SPECIAL_TOKENS, CharTokenizer
 from gptjax.errors import UserError
+from gptjax.generate.chat_session import ChatSession
 from gptjax.data.chat_template import ChatTemplate, Turn, render_conversation
 from gptjax.generate.generator import Generator
 from gptjax.generate.settings import GenerationSettings

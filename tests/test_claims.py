@@ -17,7 +17,7 @@ from gptjax.experiments import parse_runs, run_config
 from gptjax.train import state as state_lib
 from gptjax.train.optimizer import build_optimizer
 from gptjax.train.step import make_train_step
-from gptjax.train.validation import CHOICES, check_config
+from gptjax.train.config_checks import CHOICES, check_config
 from tests.conftest import TEXT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

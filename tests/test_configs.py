@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 from experiments.speedrun.runlog import flatten, run_line
-from gptjax.train import validation
+from gptjax.train import config_checks
 from gptjax.train.job import run
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -19,7 +19,7 @@ RECORDS = sorted(SPEEDRUN.joinpath("records").glob("*.json"))
 def test_every_config_is_valid(name):
     module = importlib.import_module(f"configs.{name}")
     for arg in ("", "smoke"):
-        validation.check_config(module.get_config(arg))
+        config_checks.check_config(module.get_config(arg))
 
 
 def test_speedrun_config_runs_a_few_steps(tiny_config, tmp_path):
@@ -40,7 +40,7 @@ def test_every_frozen_record_loads_through_saved_and_is_valid(path):
     from configs import saved
 
     config = saved.get_config(str(path))
-    validation.check_config(config)
+    config_checks.check_config(config)
     loaded, frozen = flatten(config.to_dict()), flatten(json.loads(path.read_text()))
     assert {key: loaded[key] for key in frozen} == frozen
 

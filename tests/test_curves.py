@@ -1,4 +1,4 @@
-from gptjax.eval.curves import crossings
+from gptjax.eval.learning_curves import crossings
 
 
 def test_crossing_time_is_the_first_evaluation_below_each_line():

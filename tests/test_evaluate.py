@@ -1,23 +1,18 @@
-import itertools
 import json
 import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from configs.default import get_config
+from gptjax.baselines.ngram import ngram_baseline
 from gptjax.data.prepare import prepare
 from gptjax.data.tokenizers import CharTokenizer
 from gptjax.errors import UserError
 from gptjax.eval import continuation
-from gptjax.evaluate import compare, evaluate_ngram, evaluate_workdir, score_ngram
-from gptjax.generate.sampling import generate_uncached
-from gptjax.model import build_model
+from gptjax.eval.heldout import compare, evaluate_ngram, evaluate_workdir
 from gptjax.train.job import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,35 +77,6 @@ def test_passages_are_evenly_spaced_prefix_and_true_continuation():
         continuation.passages(text[:20], CharTokenizer(text), 3, prefix_chars=10, continue_chars=5)
 
 
-def tiny_model(vocab: int):
-    c = get_config("smoke")
-    c.model.n_layer, c.model.n_embd, c.model.n_head, c.model.block_size = 1, 16, 2, 8
-    return build_model(c.model, vocab, nnx.Rngs(3)), c.model.block_size
-
-
-def test_one_beam_is_greedy_decoding():
-    model, block = tiny_model(13)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    prompts = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
-    out = continuation.decode(graphdef, params, rest, prompts, 12, block, beams=1)  # slides past the window
-    for prompt, row in zip(prompts, out):
-        np.testing.assert_array_equal(row, generate_uncached(graphdef, params, rest, prompt, 12, block, 0.0))
-
-
-def test_wide_beam_finds_the_most_likely_continuation():
-    vocab = 5
-    model, block = tiny_model(vocab)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    prompt = np.array([[2, 4]], np.int32)
-    pairs = np.array(list(itertools.product(range(vocab), repeat=2)), np.int32)
-    seqs = np.concatenate([np.repeat(prompt, len(pairs), axis=0), pairs], axis=1)
-    logp = jax.nn.log_softmax(model(jnp.asarray(seqs[:, :-1])), axis=-1)
-    totals = logp[np.arange(len(pairs)), 1, pairs[:, 0]] + logp[np.arange(len(pairs)), 2, pairs[:, 1]]
-    best = tuple(pairs[int(jnp.argmax(totals))])
-    found = continuation.decode(graphdef, params, rest, prompt, 2, block, beams=vocab)[0]
-    assert tuple(found) == best
-
-
 def test_compare_refuses_per_token_figures_across_tokenizers():
     char = {"tokenizer": "aaa", "bits_per_token": 2.0, "bits_per_char": 2.0}
     bpe = {"tokenizer": "bbb", "bits_per_token": 6.0, "bits_per_char": 1.9}
@@ -125,7 +91,7 @@ def test_ngram_scores_the_targets_a_model_scores(trained):
     corpus = prepare(c.data, c.seed)
     result = evaluate_ngram(c, 3, "test", max_tokens=c.eval.max_tokens)
     assert result["tokens"] == c.eval.max_tokens - 1 and result["model"] == "3-gram"
-    whole = score_ngram(corpus, 3, "test")
+    whole = ngram_baseline(corpus, 3, "test")
     assert whole["tokens"] == corpus.tokens["test"].size - 1
     assert 0 < whole["bits_per_char"] < np.log2(corpus.tokenizer.vocab_size)
     with pytest.raises(UserError, match="--force"):

@@ -17,7 +17,7 @@ from gptjax.generate import generator as generator_lib
 from gptjax.generate import logits as logits_lib
 from gptjax.generate.generator import Generator
 from gptjax.generate.incremental_text import IncrementalText
-from gptjax.generate.sampling import generate_uncached
+from gptjax.generate.reference import generate_uncached
 from gptjax.generate.settings import GenerationSettings
 from gptjax.model.gpt import GPT, GPTConfig
 
@@ -298,7 +298,7 @@ def workdir(tmp_path, monkeypatch) -> str:
 
 
 def generate_cli(capsys, *args: str) -> tuple[int, str, str]:
-    from gptjax.generate.__main__ import main
+    from gptjax.cli.generate import main
 
     try:
         main(list(args))

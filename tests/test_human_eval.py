@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from gptjax import human_eval
+from gptjax.cli.human_eval import main
+from gptjax.eval import human_eval
 from gptjax.errors import UserError
 
 PROMPTS = [f"Prompt number {i}:\nROMEO." for i in range(6)]
@@ -90,7 +91,7 @@ def test_always_preferred_system_wins(tmp_path, capsys):
     assert s["good"]["comparisons"] == 2 * len(PROMPTS)
     lo, hi = s["good"]["strength_ci"]
     assert lo <= s["good"]["strength"] <= hi
-    human_eval.main(["score", str(kit), "--samples", "50"])
+    main(["score", str(kit), "--samples", "50"])
     printed = capsys.readouterr().out
     assert printed.index("good") < printed.index("meh") < printed.index("bad")
     assert "18 of 18 items rated" in printed
@@ -143,7 +144,7 @@ def test_bad_ratings_name_the_rows_and_exit_2(tmp_path, capsys, edit, message):
     with pytest.raises(UserError, match=message):
         human_eval.score(str(kit))
     with pytest.raises(SystemExit) as exit_info:
-        human_eval.main(["score", str(kit)])
+        main(["score", str(kit)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1

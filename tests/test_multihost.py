@@ -12,9 +12,8 @@ import pytest
 
 import mesh_worker
 from configs.default import get_config
-from gptjax import launch
 from gptjax.errors import UserError
-from gptjax.train import distributed
+from gptjax.train import distributed, launcher
 from gptjax.train.job import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,12 +50,12 @@ def test_bad_process_numbers_are_one_line(config, env, message):
 
 
 def test_launcher_environment_replaces_the_device_count():
-    env = launch.process_env({"XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_dump_to=x"}, 1, 3,
+    env = launcher.process_env({"XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_dump_to=x"}, 1, 3,
                              5555, 4)
     assert env["XLA_FLAGS"].split() == ["--xla_dump_to=x", "--xla_force_host_platform_device_count=4"]
     assert (env["GPTJAX_COORDINATOR_ADDRESS"], env["GPTJAX_NUM_PROCESSES"], env["GPTJAX_PROCESS_ID"]) == (
         "127.0.0.1:5555", "3", "1")
-    assert "XLA_FLAGS" not in launch.process_env({}, 0, 1, 5555, 0)
+    assert "XLA_FLAGS" not in launcher.process_env({}, 0, 1, 5555, 0)
 
 
 def test_launcher_prefixes_output_and_reports_the_failure():

@@ -121,7 +121,7 @@ def test_baseline_trains_on_train_and_scores_the_split():
     corpus = types.SimpleNamespace(tokens={"train": train, "val": val},
                                    tokenizer=types.SimpleNamespace(vocab_size=len(CHARS)),
                                    token_bytes=np.ones(len(CHARS)), token_chars=np.ones(len(CHARS)))
-    expected = NGramLM.train(train, 3, len(CHARS)).score(val, np.ones(len(CHARS)), np.ones(len(CHARS)))
+    expected = NGramLM.train(train, 3, len(CHARS)).score(val, np.ones(len(CHARS)), np.ones(len(CHARS)), context=1)
     assert ngram_baseline(corpus, 3) == expected
     with pytest.raises(UserError, match="split 'dev'"):
         ngram_baseline(corpus, 3, split="dev")

@@ -27,7 +27,7 @@ from gptjax.errors import UserError
 from gptjax.model import build_model
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
-from gptjax.train.step import forward, token_nll
+from gptjax.eval.scoring import forward, token_nll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-5

@@ -41,7 +41,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from gptjax.errors import UserError
-from gptjax.train.step import summarize
+from gptjax.eval.scoring import summarize
 
 MAX_ORDER = 8
 FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])
@@ -137,11 +137,14 @@ class NGramLM:
         ids = [words] + [self._lookup(k, contexts[k], words) for k in range(1, self.order)]
         return self._mix(contexts, ids)
 
-    def score(self, tokens: np.ndarray, token_bytes: np.ndarray, token_chars: np.ndarray) -> dict:
-        """Loss / perplexity / bits per token, byte and char of a stream, as for the GPT."""
+    def score(self, tokens: np.ndarray, token_bytes: np.ndarray, token_chars: np.ndarray, context: int = 0) -> dict:
+        """Loss / perplexity / bits per token, byte and char of a stream, as for the GPT; the first
+        `context` tokens only condition the rest and are not scored."""
         s = check_tokens(tokens, self.vocab_size, "scored tokens")
-        nll = -float(self.log_probs(s).sum())
-        return summarize((nll, len(s), np.asarray(token_bytes)[s].sum(), np.asarray(token_chars)[s].sum()))
+        targets = s[context:]
+        nll = -float(self.log_probs(s)[context:].sum())
+        return summarize((nll, len(targets), np.asarray(token_bytes)[targets].sum(),
+                          np.asarray(token_chars)[targets].sum()))
 
     def _ngram_ids(self, s: np.ndarray) -> list[np.ndarray]:
         """Per order k, the id of the k-gram ending at each position (-1: never seen)."""
@@ -221,9 +224,12 @@ def check_tokens(tokens, vocab_size: int, what: str) -> np.ndarray:
     return t
 
 
-def ngram_baseline(corpus, order: int, split: str = "val", discount: Discount = "modified") -> dict:
-    """Train on the corpus's train split and score another: the number a GPT is compared to."""
+def ngram_baseline(corpus, order: int, split: str = "val", max_tokens: int = 0,
+                   discount: Discount = "modified") -> dict:
+    """Train on the corpus's train split and score the targets a neural model scores on another:
+    every token of the split (or of its first max_tokens) but the first."""
     if split not in corpus.tokens:
         raise UserError(f"split {split!r} is not in the corpus; use one of {sorted(corpus.tokens)}")
     lm = NGramLM.train(np.asarray(corpus.tokens["train"]), order, corpus.tokenizer.vocab_size, discount)
-    return lm.score(np.asarray(corpus.tokens[split]), corpus.token_bytes, corpus.token_chars)
+    return lm.score(np.asarray(corpus.tokens[split][:max_tokens or None]), corpus.token_bytes, corpus.token_chars,
+                    context=1)

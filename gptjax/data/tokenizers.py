@@ -7,6 +7,7 @@ tokenizer and lets decoders stream text without cutting a character in half.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Iterable, Protocol
@@ -186,3 +187,13 @@ def load_tokenizer(directory: str) -> Tokenizer:
 
         return BPETokenizer(HFTokenizer.from_file(bpe_path))
     raise UserError(f"no tokenizer in {directory}; train a model there first (python -m gptjax.main)")
+
+
+def tokenizer_id(directory: str) -> str:
+    """A fingerprint of a saved tokenizer: equal fingerprints cut text into the same tokens."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        h.update(name.encode())
+        with open(os.path.join(directory, name), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]

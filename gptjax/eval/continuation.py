@@ -2,25 +2,23 @@
 with what the passage really says next.
 
 Passages are evenly spaced over a split's text, so the task is fixed by (split, count,
-lengths) alone. Decoding is greedy or beam search over a fixed number of new tokens; both
-recompute the last block_size tokens at every step, which works for any model with the
-`model(idx) -> logits` interface (GPT, LSTM, GRU) and needs no cache. Greedy is beam search
-with one beam.
+lengths) alone. Decoding is greedy or beam search over a fixed number of new tokens with
+the reference decoder (`gptjax.generate.reference.beam_decode`), which recomputes the last
+block_size tokens at every step, so it works for any model with the `model(idx) -> logits`
+interface (GPT, LSTM, GRU). Greedy is beam search with one beam.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from gptjax.data.tokenizers import Tokenizer
 from gptjax.errors import UserError
 from gptjax.eval import text_metrics
+from gptjax.generate.reference import beam_decode
 
 STRATEGIES = ("greedy", "beam")
 
@@ -54,38 +52,6 @@ def passages(text: str, tokenizer: Tokenizer, count: int, prefix_chars: int, con
                     [text[s + prefix_chars:s + span] for s in starts])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _beam_decode(graphdef, params, rest, prompts, new_tokens: int, block_size: int, beams: int):
-    P, L = prompts.shape
-    total = L + new_tokens
-    buffer = jnp.zeros((P, beams, max(total, block_size)), jnp.int32).at[:, :, :L].set(prompts[:, None])
-    # Only the first beam is live at the start, so the first step does not pick one token K times.
-    scores = jnp.where(jnp.arange(beams) == 0, 0.0, -jnp.inf) * jnp.ones((P, 1))
-
-    def body(pos, carry):
-        buffer, scores = carry
-        start = jnp.maximum(pos - block_size, 0)
-        window = jax.lax.dynamic_slice(buffer, (0, 0, start), (P, beams, block_size)).reshape(P * beams, block_size)
-        logits = nnx.merge(graphdef, params, rest)(window)[:, jnp.minimum(pos, block_size) - 1]
-        V = logits.shape[-1]
-        logp = jax.nn.log_softmax(logits, axis=-1).reshape(P, beams, V)
-        scores, pick = jax.lax.top_k((scores[:, :, None] + logp).reshape(P, beams * V), beams)
-        buffer = jnp.take_along_axis(buffer, (pick // V)[:, :, None], axis=1)
-        return buffer.at[:, :, pos].set(pick % V), scores
-
-    buffer, _ = jax.lax.fori_loop(L, total, body, (buffer, scores))
-    return buffer[:, 0, L:total]
-
-
-def decode(graphdef, params, rest, prompts: np.ndarray, new_tokens: int, block_size: int,
-           beams: int = 1) -> np.ndarray:
-    """(P, new_tokens) ids: the most likely continuation of each prompt that the beams find."""
-    if beams < 1:
-        raise UserError(f"beams={beams} must be at least 1")
-    return np.asarray(_beam_decode(graphdef, params, rest, jnp.asarray(prompts), int(new_tokens),
-                                   int(block_size), int(beams)))
-
-
 def continuations(model: nnx.Module, tokenizer: Tokenizer, task: Passages, continue_chars: int, block_size: int,
                   beams: int) -> list[str]:
     """The model's continuation of every prompt, cut to continue_chars characters.
@@ -94,7 +60,7 @@ def continuations(model: nnx.Module, tokenizer: Tokenizer, task: Passages, conti
     continue_chars new tokens are enough.
     """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    ids = decode(graphdef, params, rest, task.prompts, continue_chars, block_size, beams)
+    ids = beam_decode(graphdef, params, rest, task.prompts, continue_chars, block_size, beams)
     return [tokenizer.decode(row)[:continue_chars] for row in ids]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import orbax.checkpoint as ocp
 
 from gptjax.train.step import TrainState
@@ -61,3 +62,13 @@ class Checkpoints:
     def close(self) -> None:
         self.last.close()
         self.best.close()
+
+    def restore_params(self, params, rest, sharding, which: str = "best"):
+        """(params, rest) of the latest `which` checkpoint, shaped like the abstract `params` and
+        `rest` and placed with `sharding`; the optimizer state and step stay on disk."""
+        manager = self.best if which == "best" else self.last
+        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                              {"params": params, "rest": rest})
+        out = manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
+        return out["state"]["params"], out["state"]["rest"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
@@ -45,10 +44,3 @@ def environment(seed: int) -> dict:
             "process_count": jax.process_count(), "device_count": len(devices),
             "devices": sorted({d.device_kind for d in devices}), "backend": jax.default_backend()}
 
-
-def write_json(path: str, obj) -> None:
-    """Write through a temporary file so that an interrupted write never leaves half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
-    os.replace(tmp, path)

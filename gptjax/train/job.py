@@ -17,35 +17,36 @@ import numpy as np
 
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
-from gptjax.generate.sampling import generate_uncached
-from gptjax.train import distributed, environment, report, validation
+from gptjax.generate.reference import generate_uncached
+from gptjax.train import config_checks, distributed, environment, report
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.loop import MetricsLog, Trainer
 from gptjax.train.optimizer import build_optimizer
+from gptjax.workdir import write_json
 
 
 def run(config, workdir: str) -> dict:
     """Train and evaluate the model `config` describes; returns the summary it writes."""
     started = time.time()
-    validation.check_config(config)
+    config_checks.check_config(config)
     distributed.initialize(config)  # before anything starts a JAX backend
     main_process = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
-    validation.check_workdir(config, workdir)
+    config_checks.check_workdir(config, workdir)
 
     corpus = prepare(config.data, config.seed)
-    validation.check_corpus(config, corpus)
+    config_checks.check_corpus(config, corpus)
     if main_process:
         save_tokenizer(corpus, workdir)
-        environment.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-        environment.write_json(os.path.join(workdir, "environment.json"), environment.environment(config.seed))
+        write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        write_json(os.path.join(workdir, "environment.json"), environment.environment(config.seed))
 
     mesh = mesh_lib.build_mesh(config.mesh)
     vocab = corpus.tokenizer.vocab_size
     graphdef, abstract_params, abstract_rest = state_lib.abstract_model(config.model, vocab, config.seed)
-    validation.check_batch(config, mesh)
+    config_checks.check_batch(config, mesh)
     tx = build_optimizer(config.train, abstract_params)
     shardings = state_lib.state_shardings(graphdef, abstract_params, abstract_rest, tx, mesh)
     checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
@@ -86,7 +87,7 @@ def run(config, workdir: str) -> dict:
         summary.update({f"{split}_loss": scores["loss"], f"{split}_bpc": scores["bits_per_char"],
                         f"{split}_bpb": scores["bits_per_byte"], f"{split}_perplexity": scores["perplexity"]})
     if main_process:
-        environment.write_json(os.path.join(workdir, "summary.json"), summary)
+        write_json(os.path.join(workdir, "summary.json"), summary)
         report.write_report(workdir, config, summary, corpus.cleaning, samples)
         scores = "".join(f", {split} {summary[f'{split}_bpc']:.3f} bits/char" for split in final)
         print(f"done: best val loss {summary['best_val_loss']:.4f}{scores}; report in {os.path.join(workdir, 'report.md')}")

@@ -18,12 +18,13 @@ from tqdm import tqdm
 
 from gptjax.data import batches
 from gptjax.data.prepare import Corpus
+from gptjax.eval.scoring import evaluate, make_eval_step
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import mfu, profiling
 from gptjax.train.batch_ramp import BatchSchedule
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.optimizer import learning_rate_schedule
-from gptjax.train.step import TrainState, make_eval_step, make_train_step, summarize
+from gptjax.train.step import TrainState, make_train_step
 
 
 class MetricsLog:
@@ -46,11 +47,6 @@ class MetricsLog:
 
 def crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
-
-
-def evaluate(eval_step, params, rest, batch_list) -> dict:
-    sums = sum(eval_step(params, rest, b, w) for b, w in batch_list)
-    return summarize(jax.device_get(sums))
 
 
 class Trainer:

@@ -1,4 +1,4 @@
-"""The compiled steps: `train_step` (K optimizer steps in one call) and `eval_step`.
+"""The compiled train step: K optimizer steps in one call (the eval step is in `gptjax.eval.scoring`).
 
 The model is split once into a static graph and two states: `params` (what the optimizer
 updates) and `rest` (BatchNorm statistics and other non-trainable variables). The steps are
@@ -7,7 +7,6 @@ pure functions of those arrays, jitted with explicit shardings and the train sta
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from gptjax.eval.scoring import forward, token_nll
 from gptjax.train import optimizer as optim
 
 
@@ -23,19 +23,6 @@ class TrainState(NamedTuple):
     params: Any
     rest: Any
     opt_state: Any
-
-
-def forward(graphdef, params, rest, idx, *, train: bool, rngs=None):
-    """Logits of the model rebuilt from its arrays, and the updated non-trainable state."""
-    model = nnx.merge(graphdef, params, rest)
-    logits = model(idx, train=train, rngs=rngs)
-    _, _, new_rest = nnx.split(model, nnx.Param, ...)
-    return logits, new_rest
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Negative log-likelihood of each target, in nats (float32)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
@@ -74,32 +61,3 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
         return jax.lax.scan(one_step, state, batches)
 
     return train_step
-
-
-def make_eval_step(graphdef, token_bytes, token_chars):
-    """A function (params, rest, batch, weights) -> sums of (nll, tokens, bytes, chars).
-
-    Sums rather than means, so that batches and processes add up to exact totals; bits per
-    byte / char use the UTF-8 size of each target token and compare across tokenizers.
-    """
-    token_bytes = jnp.asarray(token_bytes, jnp.float32)
-    token_chars = jnp.asarray(token_chars, jnp.float32)
-
-    def eval_step(params, rest, batch, weights):
-        logits, _ = forward(graphdef, params, rest, batch[:, :-1], train=False)
-        targets = batch[:, 1:]
-        nll = token_nll(logits, targets) * weights
-        return jnp.stack([nll.sum(), weights.sum(), (token_bytes[targets] * weights).sum(),
-                          (token_chars[targets] * weights).sum()])
-
-    return eval_step
-
-
-def summarize(sums) -> dict:
-    """Loss, perplexity and bits per token / byte / char from summed eval totals."""
-    nll, tokens, n_bytes, chars = (float(x) for x in sums)
-    loss = nll / max(tokens, 1.0)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
-            "bits_per_token": loss / math.log(2),
-            "bits_per_byte": nll / math.log(2) / max(n_bytes, 1.0),
-            "bits_per_char": nll / math.log(2) / max(chars, 1.0), "tokens": int(tokens)}
