@@ -192,6 +192,16 @@ def test_a_missing_file_or_tensor_is_one_clear_line(gpt2_dir, damage, expected):
     assert expected in one_line(e)
 
 
+def test_bfloat16_weights_load_as_float32(gpt2_dir):
+    import ml_dtypes
+
+    w = {k: v.astype(ml_dtypes.bfloat16) for k, v in gpt2_weights().items()}
+    save_file(w, str(gpt2_dir / "model.safetensors"))
+    model, _ = gpt2.load_gpt2(str(gpt2_dir))
+    assert model.wte.embedding.dtype == jnp.float32
+    np.testing.assert_array_equal(model.h[1].mlp.c_fc.kernel[...], w["h.1.mlp.c_fc.weight"].astype(np.float32))
+
+
 def test_a_config_gptjax_cannot_run_is_refused(gpt2_dir):
     (gpt2_dir / "config.json").write_text(json.dumps({**hf_config(), "activation_function": "relu"}))
     with pytest.raises(UserError, match="activation_function='relu'"):
