@@ -236,3 +236,18 @@ def test_model_settings_name_the_architecture_for_config_model(gpt2_dir):
                         "mlp_ratio": 4, "norm": "layernorm", "norm_eps": 1e-5, "activation": "gelu",
                         "pos_encoding": "learned", "qk_norm": False, "bias": True, "tie_embeddings": True,
                         "vocab_pad": 64}
+
+
+def test_an_imported_gpt2_decodes_with_the_cache_as_it_computes_without(gpt2_dir):
+    from gptjax.generate.generator import Generator
+    from gptjax.generate.settings import GenerationSettings
+
+    model, tokenizer = gpt2.load_gpt2(str(gpt2_dir))
+    prompt = IDS[0, :4]
+    greedy = Generator(model, tokenizer).generate([prompt], GenerationSettings(strategy="greedy", max_new_tokens=6))
+    ids = list(prompt)
+    for _ in range(6):
+        ids.append(int(np.argmax(model(jnp.asarray([ids]))[0, -1])))
+    np.testing.assert_array_equal(greedy[0][0].tokens, ids[4:])
+    sampled = Generator(model, tokenizer).generate([prompt], GenerationSettings(max_new_tokens=8, num_samples=4))
+    assert all(0 <= t < VOCAB for c in sampled[0] for t in c.tokens)
