@@ -254,9 +254,9 @@ class LayerCache(NamedTuple):
 # ----------------------------------------------------------------------------- attention
 
 
-def causal_mask(t: int, s: int, offset) -> jax.Array:
-    """(1, T, S) boolean: query i (at slot offset+i) sees key slots <= offset+i."""
-    return (jnp.arange(s)[None, :] <= (offset + jnp.arange(t))[:, None])[None]
+def causal_mask(t: int) -> jax.Array:
+    """(1, T, T) boolean: query i sees keys 0..i."""
+    return (jnp.arange(t)[None, :] <= jnp.arange(t)[:, None])[None]
 
 
 def cached_attention(q, k, v, ck, cv, index, kv_mask) -> jax.Array:
@@ -264,7 +264,7 @@ def cached_attention(q, k, v, ck, cv, index, kv_mask) -> jax.Array:
     (ck, cv: (B, N, S, H)) and causally over itself; kv_mask (B, S) drops padding slots."""
     T, S = q.shape[1], ck.shape[2]
     old = jnp.arange(S)[None, None, None, :] < index
-    new = causal_mask(T, T, 0)[None]
+    new = causal_mask(T)[None]
     if kv_mask is not None:
         old = old & kv_mask[:, None, None, :]
         new = new & jax.lax.dynamic_slice_in_dim(kv_mask, index, T, axis=1)[:, None, None, :]
@@ -310,7 +310,7 @@ def causal_attention(q, k, v, dropout: nnx.Dropout | None, rngs) -> jax.Array:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
     q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
     scores = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
-    mask = causal_mask(q.shape[2], k.shape[2], 0)[None]
+    mask = causal_mask(q.shape[2])[None]
     weights = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
     if rate > 0.0:
         weights = dropout(weights, deterministic=False, rngs=rngs)
