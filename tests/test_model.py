@@ -72,3 +72,85 @@ def test_a_tiny_model_overfits_a_tiny_corpus():
     assert float(losses[-1]) < 0.05
     assert float(losses[-1]) < float(optax.softmax_cross_entropy_with_integer_labels(
         jnp.zeros((1, 10)), jnp.array([0]))[0]) / 20
+
+
+def test_bfloat16_keeps_the_residual_stream_in_float32_and_matmuls_in_bfloat16(monkeypatch):
+    from gptjax.model import gpt
+
+    model = GPT(tiny(dtype=jnp.bfloat16, pos_encoding="learned"), rngs=nnx.Rngs(0))
+    seen = []
+    block_call = gpt.Block.__call__
+
+    def spy(self, x, *args, **kwargs):
+        out = block_call(self, x, *args, **kwargs)
+        seen.append((x.dtype, out[0].dtype))
+        return out
+
+    monkeypatch.setattr(gpt.Block, "__call__", spy)
+    idx = jnp.arange(12)[None] % 11
+    assert model(idx).dtype == jnp.float32
+    assert seen == [(jnp.float32, jnp.float32)] * 2
+    dots = list(equations(jax.make_jaxpr(lambda i: model(i))(idx).jaxpr, "dot_general"))
+    assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+
+
+def equations(jaxpr, primitive: str):
+    """Every equation of `primitive` in a jaxpr and the jaxprs nested in it (jit, remat...)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            yield eqn
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if hasattr(inner, "eqns"):
+                yield from equations(inner, primitive)
+
+
+def test_float32_blocks_see_float32():
+    model = GPT(tiny(), rngs=nnx.Rngs(0))
+    x, _ = model.h[0](jnp.ones((1, 4, 16), jnp.float32))
+    assert x.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("backend, dtype, head, dropout, expected", [
+    ("cpu", jnp.bfloat16, 64, 0.0, "einsum"),
+    ("gpu", jnp.bfloat16, 64, 0.0, "cudnn"),
+    ("gpu", jnp.float16, 128, 0.0, "cudnn"),
+    ("gpu", jnp.float32, 64, 0.0, "xla"),
+    ("gpu", jnp.bfloat16, 64, 0.1, "einsum"),
+    ("gpu", jnp.bfloat16, 12, 0.0, "xla"),
+    ("gpu", jnp.bfloat16, 256, 0.0, "xla"),
+    ("tpu", jnp.bfloat16, 64, 0.0, "xla"),
+])
+def test_cudnn_attention_is_chosen_only_where_it_applies(backend, dtype, head, dropout, expected):
+    from gptjax.model.gpt import attention_implementation
+
+    assert attention_implementation(backend, dtype, head, dropout) == expected
+
+
+def test_padded_vocabulary_rows_are_never_scored_or_sampled():
+    model = GPT(tiny(vocab_pad=8), rngs=nnx.Rngs(0))
+    assert model.wte.embedding.shape == (16, 16)
+    idx = jax.random.randint(jax.random.key(1), (2, 12), 0, 11)
+    logits = model(idx)
+    assert logits.shape == (2, 12, 11)
+    model.wte.embedding[...] = model.wte.embedding[...].at[11:].set(100.0)
+    np.testing.assert_array_equal(model(idx), logits)
+
+
+def test_remat_gives_the_same_logits_and_gradients():
+    idx = jax.random.randint(jax.random.key(1), (2, 12), 0, 11)
+
+    def grads(remat):
+        model = GPT(tiny(remat=remat), rngs=nnx.Rngs(0))
+        loss = lambda m: jnp.mean(m(idx, train=True, rngs=nnx.Rngs(0)) ** 2)  # noqa: E731
+        return jax.tree.leaves(nnx.grad(loss)(model))
+
+    for a, b in zip(grads(False), grads(True)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("field, value", [("norm", "layer"), ("activation", "gelu2"), ("init", "zeros"),
+                                          ("pos_encoding", "alibi")])
+def test_an_unknown_switch_is_refused_when_the_config_is_built(field, value):
+    with pytest.raises(ValueError, match=f"model.{field}={value!r}"):
+        tiny(**{field: value})

@@ -147,6 +147,37 @@ class BPETokenizer:
         self.tok.save(os.path.join(directory, "tokenizer.json"))
 
 
+class HFBPETokenizer(BPETokenizer):
+    """A byte-level BPE from a Hugging Face directory, such as GPT-2's: `tokenizer.json`, or
+    `vocab.json` + `merges.txt`. It keeps gptjax's policy that text spelling a special token
+    stays text. Saved like any BPE (`tokenizer.json`), it reloads as a `BPETokenizer` with the
+    same ids."""
+
+    @classmethod
+    def from_directory(cls, directory: str) -> "HFBPETokenizer":
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+        json_path = os.path.join(directory, "tokenizer.json")
+        vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
+        if os.path.exists(json_path):
+            tok = HFTokenizer.from_file(json_path)
+        elif os.path.exists(vocab) and os.path.exists(merges):
+            tok = HFTokenizer(models.BPE.from_file(vocab, merges))
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+            tok.decoder = decoders.ByteLevel()
+            present = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is not None]
+            tok.add_special_tokens(present)
+        else:
+            raise UserError(f"no tokenizer in {directory}: expected tokenizer.json, or vocab.json and merges.txt")
+        if not isinstance(tok.model, models.BPE):
+            raise UserError(f"the tokenizer in {directory} is not a BPE; gptjax reads byte-level BPE only")
+        try:
+            return cls(tok)
+        except KeyError as e:
+            raise UserError(f"the tokenizer in {directory} is not byte-level: token piece with {e} "
+                            "is not in the byte alphabet") from None
+
+
 def chunk_at_newlines(text: str, size: int) -> list[str]:
     """Pieces of about `size` characters, each cut just before a newline that follows a
     non-space character. The byte-level pre-tokenizer splits at exactly such places, so

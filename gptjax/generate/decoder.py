@@ -24,7 +24,7 @@ from flax import nnx
 
 from gptjax.generate import logits as logits_lib
 from gptjax.generate.layout import Layout
-from gptjax.model.gpt import KVCache
+from gptjax.model.gpt import Decoding, KVCache
 
 
 # Without region analysis XLA's CPU compiler copies every cache layer that is both read and
@@ -55,7 +55,7 @@ def fill(model, st: DecodeState, layout: Layout, width: int, keep: jax.Array, en
     # An opaque zero: with a constant index XLA would spend minutes constant-folding the
     # (all masked) attention over the empty cache.
     empty = st.cache._replace(index=jax.lax.optimization_barrier(jnp.zeros((), jnp.int32)))
-    logits, cache = model(window, positions=positions, kv_mask=kv_mask, cache=empty)
+    logits, cache = model(window, decoding=Decoding(empty, positions, kv_mask))
     return st._replace(cache=cache, logits=logits[:, -1], window_start=end - keep, first_slot=first)
 
 
@@ -64,7 +64,7 @@ def feed(model, st: DecodeState, layout: Layout) -> DecodeState:
     newest = jax.lax.dynamic_slice_in_dim(st.tokens, st.length - 1, 1, axis=1)
     positions = jnp.minimum(st.length - 1 - st.window_start, layout.window - 1)[:, None]
     kv_mask = jnp.arange(layout.cache)[None, :] >= st.first_slot[:, None]
-    logits, cache = model(newest, positions=positions, kv_mask=kv_mask, cache=st.cache)
+    logits, cache = model(newest, decoding=Decoding(st.cache, positions, kv_mask))
     return st._replace(cache=cache, logits=logits[:, -1])
 
 
