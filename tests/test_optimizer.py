@@ -129,5 +129,5 @@ def test_a_muon_train_state_is_built_sharded_and_trains():
     rows = np.tile(np.arange(9, dtype=np.int32), (10, 1, 4, 1))  # 10 steps a call
     state, first = train_step(state, rows)
     for _ in range(5):
-        state, losses = train_step(state, rows)
-    assert float(losses[-1]) < float(first[0]) / 10
+        state, metrics = train_step(state, rows)
+    assert float(metrics["loss"][-1]) < float(first["loss"][0]) / 10
