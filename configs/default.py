@@ -65,7 +65,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.batch_size = 32
     c.train.grad_accum = 1
     c.train.batch_ramp = ""            # smaller batches first, rows:steps stages, e.g. "8:100,16:100"
-    c.train.optimizer = "adamw"        # adamw | muon
+    c.train.optimizer = "adamw"        # adamw | muon (hidden matrices; Nesterov AdamW for the rest)
     c.train.learning_rate = 2e-3
     c.train.muon_learning_rate = 0.0   # muon: peak rate of the hidden matrices; 0 = learning_rate
     c.train.muon_ns_steps = 5          # muon: Newton-Schulz iterations that orthogonalise each update

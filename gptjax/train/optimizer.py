@@ -1,4 +1,4 @@
-"""The optax chain: clip by global norm -> AdamW (or Muon) with a weight-decay mask, on a schedule."""
+"""The optax chain: clip by global norm -> AdamW (or Muon + NAdamW) with a weight-decay mask, on a schedule."""
 
 from __future__ import annotations
 
@@ -62,13 +62,23 @@ def adamw(tc, params, mask) -> optax.GradientTransformation:
 
 
 def muon(tc, params, mask) -> optax.GradientTransformation:
-    """Muon orthogonalises the updates of hidden matrices, on a peak rate of their own (an
-    orthogonalised update's entries are about 1/sqrt(width) of Adam's); the rest get AdamW."""
-    return optax.contrib.muon(learning_rate_schedule(tc, tc.muon_learning_rate),
-                              adam_learning_rate=learning_rate_schedule(tc), ns_steps=tc.muon_ns_steps,
-                              beta=tc.muon_beta, adam_b1=tc.beta1, adam_b2=tc.beta2, eps=tc.eps,
-                              weight_decay=tc.weight_decay, weight_decay_mask=mask,
-                              muon_weight_dimension_numbers=muon_dimensions(params))
+    """Muon orthogonalises the updates of hidden matrices (`muon_dimensions`), on a peak rate of their
+    own (an orthogonalised update's entries are about 1/sqrt(width) of Adam's); the other parameters
+    get the Adam part of optax's Muon, which is Nesterov AdamW (NAdamW), on train.learning_rate.
+
+    Weight decay follows the mask in both parts. optax's Muon decays its matrices by a mask but its
+    Adam part by one unmasked `adam_weight_decay`, so the mask splits the parameters between two
+    Muons: one that decays all it holds and one that decays none.
+    """
+    def part(weight_decay: float) -> optax.GradientTransformation:
+        return optax.contrib.muon(learning_rate_schedule(tc, tc.muon_learning_rate),
+                                  adam_learning_rate=learning_rate_schedule(tc), ns_steps=tc.muon_ns_steps,
+                                  beta=tc.muon_beta, adam_b1=tc.beta1, adam_b2=tc.beta2, eps=tc.eps,
+                                  weight_decay=weight_decay, adam_weight_decay=weight_decay,
+                                  muon_weight_dimension_numbers=muon_dimensions)
+
+    labels = jax.tree.map(lambda decayed: "decayed" if decayed else "not_decayed", mask)
+    return optax.partition({"decayed": part(tc.weight_decay), "not_decayed": part(0.0)}, labels)
 
 
 # train.optimizer -> (train config, params, decay mask) -> the update rule before clipping.
