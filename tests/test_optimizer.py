@@ -18,7 +18,8 @@ def train_config(**overrides):
 
 def test_cosine_warms_up_to_the_peak_and_ends_at_the_floor():
     schedule = optimizer.learning_rate_schedule(train_config().train)
-    assert float(schedule(0)) == 0.0
+    assert float(schedule(0)) == pytest.approx(1e-2 / 11)  # the first step learns
+    assert float(schedule(9)) == pytest.approx(1e-2 * 10 / 11)
     assert float(schedule(10)) == pytest.approx(1e-2)
     assert float(schedule(100)) == pytest.approx(1e-3)
     assert float(schedule(55)) == pytest.approx(5.5e-3, rel=1e-3)

@@ -31,13 +31,15 @@ SCHEDULES = {"cosine": cosine, "linear": linear, "constant": constant, "wsd": ws
 
 
 def learning_rate_schedule(tc, peak: float = 0.0) -> optax.Schedule:
-    """Linear warmup, then train.schedule from SCHEDULES, decaying to min_lr_ratio * peak.
+    """Linear warmup (its first step above 0), then train.schedule from SCHEDULES, decaying to min_lr_ratio * peak.
     peak defaults to train.learning_rate."""
     peak = peak or tc.learning_rate
     steps = tc.schedule_steps or tc.steps
     warmup = min(tc.warmup_steps, steps)
     after = SCHEDULES[tc.schedule](tc, peak, peak * tc.min_lr_ratio, steps, max(steps - warmup, 1))
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+    # Step s < warmup trains at peak * (s + 1) / (warmup + 1): the first step already learns.
+    ramp = optax.linear_schedule(0.0, peak, warmup + 1)
+    return optax.join_schedules([lambda count: ramp(count + 1), after], [warmup])
 
 
 def decayed(path) -> str:
