@@ -70,8 +70,10 @@ def run(config, workdir: str) -> dict:
     print(trainer.memory_report(state))
     clock = RunClock(loop.wall_seconds, started)  # a run's clock includes preparing its data, in every process
     log = MetricsLog(workdir, loop.step)
-    state = trainer.run(state, loop, clock, checkpoints, log)
-    log.close()
+    try:
+        state = trainer.run(state, loop, clock, checkpoints, log)
+    finally:  # a run that stops on an error keeps the scalars it wrote
+        log.close()
 
     if checkpoints.has_best():
         target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings)

@@ -162,7 +162,7 @@ class Trainer:
                 record.update(self.train_figures(window, loop))
             improved = False
             if not fault and (crossed(before, loop.step, tc.eval_every) or loop.step == tc.steps or stop):
-                figures, improved, stop = self.evaluate(state, loop, stop, progress)
+                figures, improved, stop = self.validation_figures(state, loop, stop, progress)
                 record.update(figures)
             if record:
                 log.log({"step": loop.step, "tokens_seen": loop.tokens_seen, "elapsed": round(loop.wall_seconds, 2),
@@ -192,7 +192,8 @@ class Trainer:
             record["skipped_steps"] = skipped
         return record
 
-    def evaluate(self, state: TrainState, loop: LoopState, stop: str, progress: Progress) -> tuple[dict, bool, str]:
+    def validation_figures(self, state: TrainState, loop: LoopState, stop: str,
+                           progress: Progress) -> tuple[dict, bool, str]:
         """Score the validation batches; (record fields, improved, stop reason) after the target and patience."""
         tc = self.c.train
         val = self.validate(state)
