@@ -60,14 +60,14 @@ def measure(config, corpus, layout: str, steps: int, host_peak: float) -> dict:
     trainer = Trainer(config, corpus, mesh, graphdef, tx, shardings)
     per_call = config.train.steps_per_call
     started = time.perf_counter()
-    state, losses = trainer.train_step(state, trainer.batch(0, per_call))  # compiles
-    jax.block_until_ready(losses)
+    state, metrics = trainer.train_step(state, trainer.batch(0, per_call))  # compiles
+    jax.block_until_ready(metrics)
     compiled = time.perf_counter() - started
     calls = max(steps // per_call, 1)
     started = time.perf_counter()
     for i in range(calls):
-        state, losses = trainer.train_step(state, trainer.batch((i + 1) * per_call, per_call))
-    jax.block_until_ready(losses)
+        state, metrics = trainer.train_step(state, trainer.batch((i + 1) * per_call, per_call))
+    jax.block_until_ready(metrics)
     seconds = time.perf_counter() - started
     tokens_per_sec = calls * per_call * config.train.batch_size * config.model.block_size / seconds
     # Every layout shares the same cores, so MFU is against the whole host whatever the mesh.

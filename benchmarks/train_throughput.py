@@ -87,14 +87,14 @@ def benchmark(config: ConfigDict, calls: int = 7) -> dict:
     tokens = np.random.default_rng(0).integers(0, VOCAB, (k, tc.grad_accum, micro, mc.block_size + 1), np.int32)
     batches = jax.device_put(tokens, rows)
     start = time.perf_counter()
-    state, losses = step(state, batches)
-    losses.block_until_ready()
+    state, metrics = step(state, batches)
+    jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     per_step, cpu_per_step = [], []
     for _ in range(calls):
         start, cpu_start = time.perf_counter(), time.process_time()
-        state, losses = step(state, batches)
-        losses.block_until_ready()
+        state, metrics = step(state, batches)
+        jax.block_until_ready(metrics)
         per_step.append((time.perf_counter() - start) / k)
         cpu_per_step.append((time.process_time() - cpu_start) / k)
     best = min(per_step)

@@ -74,7 +74,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.batch_size = 32
     c.train.grad_accum = 1
     c.train.batch_ramp = ""            # smaller batches first, rows:steps stages, e.g. "8:100,16:100"
-    c.train.optimizer = "adamw"        # adamw | muon
+    c.train.optimizer = "adamw"        # adamw | muon (hidden matrices; Nesterov AdamW for the rest)
     c.train.learning_rate = 2e-3
     c.train.muon_learning_rate = 0.0   # muon: peak rate of the hidden matrices; 0 = learning_rate
     c.train.muon_ns_steps = 5          # muon: Newton-Schulz iterations that orthogonalise each update
@@ -97,12 +97,14 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.eval_batches = 20
     c.train.log_every = 50
     c.train.checkpoint_every = 500
-    c.train.keep_checkpoints = 2
+    c.train.keep_checkpoints = 2       # at least 1
     c.train.early_stop_patience = 0    # evaluations without improvement; 0 = off
     c.train.max_minutes = 0.0          # wall-clock budget; 0 = off
     c.train.stop_below_bpc = 0.0       # stop once the whole validation split is below this many bits/char; 0 = off
     c.train.profile_steps = 0          # jax.profiler trace of this many steps into workdir/profile
     c.train.peak_flops = 0.0           # FLOP/s of one device for MFU; 0 = known chip or measured
+    c.train.max_nonfinite_steps = 10   # skipped updates (non-finite loss or gradient) in a row before the run stops
+    c.train.progress_every_seconds = 30.0  # a progress line this often when the output is not a terminal; 0 = every call
 
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, preset=""))  # preset: dp | fsdp | fsdp+tp
     # Multi-process runs (docs/scaling_out.md); GPTJAX_* / JAX_COORDINATOR_ADDRESS also start one.

@@ -17,6 +17,7 @@ from orbax.checkpoint._src.multihost import multihost
 
 from gptjax.train import distributed
 from gptjax.train.checkpoints import Checkpoints
+from gptjax.train.loop_state import LoopState
 
 
 class RecordingClient:
@@ -43,7 +44,7 @@ def main(workdir: str) -> None:
     sharding = jax.NamedSharding(mesh, jax.P("data"))
     weights = jax.make_array_from_callback((8, 4), sharding, lambda index: np.ones((8, 4), np.float32)[index])
     checkpoints = Checkpoints(workdir, keep=1)
-    checkpoints.save({"w": weights}, {"step": 3}, best=True)
+    checkpoints.save({"w": weights}, LoopState(step=3), best=True)
     checkpoints.wait()
     checkpoints.close()
     print(json.dumps(recorder.keys))

@@ -25,6 +25,7 @@ from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.loop import Trainer
+from gptjax.train.loop_state import LoopState
 from gptjax.train.optimizer import build_optimizer
 
 LAYOUTS = {
@@ -90,8 +91,8 @@ class Layout:
 
     def train(self, state, first: int):
         """STEPS steps from step `first`: the state after them and their losses."""
-        state, losses = self.trainer.train_step(state, self.trainer.batch(first, STEPS))
-        return state, [float(x) for x in losses]
+        state, metrics = self.trainer.train_step(state, self.trainer.batch(first, STEPS))
+        return state, [float(x) for x in metrics["loss"]]
 
 
 def placements(state) -> dict:
@@ -134,12 +135,12 @@ def main(out_dir: str) -> dict:
         result["param_difference"][name] = largest_difference(state.params, after["1 device"].params)
 
     checkpoints = Checkpoints(f"{out_dir}/run", keep=1)
-    checkpoints.save(after["fsdp=8"], {"step": STEPS})
+    checkpoints.save(after["fsdp=8"], LoopState(step=STEPS))
     checkpoints.wait()
     _, result["losses"]["fsdp=8 continued"] = layouts["fsdp=8"].train(after["fsdp=8"], STEPS)
-    restored, meta = checkpoints.restore(layouts["dp=2 tp=4"].restore_target())
+    restored, loop = checkpoints.restore(layouts["dp=2 tp=4"].restore_target())
     checkpoints.close()
-    result["restored_step"] = meta["step"]
+    result["restored_step"] = loop.step
     result["placements"]["restored on dp=2 tp=4"] = placements(restored)
     _, result["losses"]["restored on dp=2 tp=4"] = layouts["dp=2 tp=4"].train(restored, STEPS)
 

@@ -68,7 +68,8 @@ def test_a_tiny_model_overfits_a_tiny_corpus():
     train_step = jax.jit(step_lib.make_train_step(graphdef, tx, c.train, 0))
     rows = np.stack([text[i:i + 17] for i in range(8)])[None, None]
     for _ in range(15):
-        state, losses = train_step(state, np.repeat(rows, 10, axis=0))
+        state, metrics = train_step(state, np.repeat(rows, 10, axis=0))
+    losses = metrics["loss"]
     assert float(losses[-1]) < 0.05
     assert float(losses[-1]) < float(optax.softmax_cross_entropy_with_integer_labels(
         jnp.zeros((1, 10)), jnp.array([0]))[0]) / 20

@@ -18,7 +18,8 @@ def train_config(**overrides):
 
 def test_cosine_warms_up_to_the_peak_and_ends_at_the_floor():
     schedule = optimizer.learning_rate_schedule(train_config().train)
-    assert float(schedule(0)) == 0.0
+    assert float(schedule(0)) == pytest.approx(1e-2 / 11)  # the first step learns
+    assert float(schedule(9)) == pytest.approx(1e-2 * 10 / 11)
     assert float(schedule(10)) == pytest.approx(1e-2)
     assert float(schedule(100)) == pytest.approx(1e-3)
     assert float(schedule(55)) == pytest.approx(5.5e-3, rel=1e-3)
@@ -129,5 +130,21 @@ def test_a_muon_train_state_is_built_sharded_and_trains():
     rows = np.tile(np.arange(9, dtype=np.int32), (10, 1, 4, 1))  # 10 steps a call
     state, first = train_step(state, rows)
     for _ in range(5):
-        state, losses = train_step(state, rows)
-    assert float(losses[-1]) < float(first[0]) / 10
+        state, metrics = train_step(state, rows)
+    assert float(metrics["loss"][-1]) < float(first["loss"][0]) / 10
+
+
+def test_muon_decays_what_the_mask_decays_in_both_of_its_parts():
+    """With zero gradients an update is the decay alone: -rate * weight_decay * p where the mask says so."""
+    c = train_config(optimizer="muon", learning_rate=1e-2, muon_learning_rate=2e-2, warmup_steps=0,
+                     schedule="constant", weight_decay=0.5, decay_embeddings=True, grad_clip=0.0)
+    c.model.tie_embeddings = False  # an lm_head of its own, handled by the Adam part
+    _, abstract, _ = state_lib.abstract_model(c.model, 10, 0)
+    params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), abstract)
+    tx = optimizer.build_optimizer(c.train, params)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    mask = flat(optimizer.decay_mask(params, decay_embeddings=True))
+    assert mask["lm_head/kernel"] and mask["wte/embedding"] and not mask["ln_f/norm/scale"]
+    for name, update in flat(updates).items():
+        rate = 2e-2 if name.startswith("h/") and name.endswith("kernel") else 1e-2  # Muon's matrices, then Adam's
+        np.testing.assert_allclose(update, -rate * 0.5 if mask[name] else 0.0, rtol=1e-6, err_msg=name)

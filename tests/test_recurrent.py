@@ -72,6 +72,6 @@ def test_trains_with_the_train_step(kind):
     step = jax.jit(make_train_step(graphdef, tx, c.train, c.seed))
     losses = []
     for _ in range(2):
-        state, loss = step(state, batches)
-        losses.extend(np.asarray(loss).tolist())
+        state, metrics = step(state, batches)
+        losses.extend(np.asarray(metrics["loss"]).tolist())
     assert losses[0] > 2.0 and losses[-1] < 0.3

@@ -46,6 +46,13 @@ def test_token_lengths_count_exact_bytes_and_chars():
         assert n_chars[ids].sum() == len(MIXED)
 
 
+def test_an_unknown_character_counts_as_one_character():
+    tok = CharTokenizer.train("abc")
+    n_bytes, n_chars = tokenizers.token_lengths(tok)
+    ids = tok.encode("abzc")  # z was never seen: <unk>
+    assert n_chars[ids].sum() == 4 and n_bytes[ids].sum() == 3 + len("\ufffd".encode("utf-8"))
+
+
 def test_chunked_bpe_encoding_equals_whole_text_encoding():
     text = ("word  \n  indented\n\n\nnext line\n \n" * 200) + "end"
     tok = BPETokenizer.train([text], vocab_size=300)

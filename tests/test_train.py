@@ -124,6 +124,9 @@ def test_block_size_larger_than_the_data_is_refused(tiny_config, tmp_path):
     ("train.batch_size", 0, "train.batch_size=0 must be positive"),
     ("model.n_head", 3, "not divisible by model.n_head=3"),
     ("train.muon_beta", 1.0, r"train.muon_beta=1.0 must be in \[0, 1\)"),
+    ("train.keep_checkpoints", 0, "train.keep_checkpoints=0 must be positive"),
+    ("train.schedule", "step", "train.schedule='step' is not one of cosine, linear, constant, wsd"),
+    ("train.optimizer", "sgd", "train.optimizer='sgd' is not one of adamw, muon"),
 ])
 def test_bad_config_values_are_one_clear_error(tiny_config, tmp_path, key, value, message):
     section, name = key.split(".")

@@ -80,7 +80,9 @@ class CharTokenizer:
         return "".join(self.chars[i - 1] if 0 < i <= len(self.chars) else "\ufffd" for i in map(int, ids))
 
     def token_bytes(self, token_id: int) -> bytes:
-        return self.decode([token_id]).encode("utf-8") if token_id else b""
+        """UTF-8 of the token; `<unk>` is the U+FFFD it decodes to, so that bits per char count it as the one
+        character it replaced (its own bytes are not kept: an unseen character takes 2-4, U+FFFD 3)."""
+        return self.decode([token_id]).encode("utf-8")
 
     def save(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)

@@ -1,8 +1,9 @@
 """orbax checkpoints: the last N states for resuming and the best one for evaluation.
 
-A checkpoint holds the whole train state (params, optimizer state, step) and a small JSON
-of loop state (tokens seen, best validation loss, patience, time so far). Batches and
-dropout keys are functions of (seed, step), so the step is the whole data and RNG position.
+A checkpoint holds the whole train state (params, optimizer state, step) and the loop's
+`LoopState` as JSON (tokens seen, best validation loss, patience, time so far, stop reason).
+Batches and dropout keys are functions of (seed, step), so the step is the whole data and RNG
+position.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from gptjax.train.loop_state import LoopState
 from gptjax.train.step import TrainState
 
 
@@ -36,21 +38,28 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.last.latest_step()
 
-    def save(self, state: TrainState, meta: dict, best: bool = False) -> None:
+    def save(self, state: TrainState, loop: LoopState, best: bool = False) -> None:
         """Save asynchronously; `best` also replaces the best checkpoint."""
-        step = int(meta["step"])
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        step = int(loop.step)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(loop.to_json()))
         for manager in (self.last, self.best) if best else (self.last,):
             if manager.latest_step() != step:
                 manager.save(step, args=args)
 
-    def restore(self, target: TrainState, which: str = "last", step: int | None = None):
-        """(state, meta) restored onto `target`'s shapes and shardings (any mesh shape)."""
+    def restore(self, target: TrainState, which: str = "last", step: int | None = None) -> tuple[TrainState, LoopState]:
+        """(state, loop state) restored onto `target`'s shapes and shardings (any mesh shape)."""
         manager = self.best if which == "best" else self.last
         step = manager.latest_step() if step is None else step
         out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                             meta=ocp.args.JsonRestore()))
-        return out["state"], out["meta"]
+        return out["state"], LoopState.from_json(out["meta"])
+
+    def loop_state(self) -> LoopState | None:
+        """The latest checkpoint's loop state alone (no arrays are read); None before the first."""
+        step = self.last.latest_step()
+        if step is None:
+            return None
+        return LoopState.from_json(self.last.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
     def has_best(self) -> bool:
         return self.best.latest_step() is not None

@@ -10,8 +10,11 @@ from gptjax.errors import UserError
 from gptjax.model import KINDS
 from gptjax.model import gpt
 from gptjax.train.batch_ramp import BatchSchedule
-from gptjax.train.optimizer import SCHEDULES
+from gptjax.train.mesh import PRESETS
+from gptjax.train.optimizer import OPTIMIZERS, SCHEDULES
 
+# Every switch is checked here, once, when the config is resolved; the tables the code dispatches on
+# are the lists of choices, so a new entry in one is a new valid value.
 CHOICES = {
     "data.source": ("plays", "files", "tfds"),
     "data.split": ("tail", "documents"),
@@ -25,12 +28,15 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "train.schedule": SCHEDULES,
-    "train.optimizer": ("adamw", "muon"),
+    "train.optimizer": OPTIMIZERS,
+    "mesh.preset": ("", *PRESETS),
 }
 POSITIVE = ("model.block_size", "model.n_layer", "model.n_head", "model.n_embd", "train.batch_size",
-            "train.grad_accum", "train.steps_per_call", "train.learning_rate", "train.muon_ns_steps", "eval.batch_size")
+            "train.grad_accum", "train.steps_per_call", "train.learning_rate", "train.muon_ns_steps", "eval.batch_size",
+            "train.keep_checkpoints", "train.max_nonfinite_steps")
 NON_NEGATIVE = ("train.steps", "train.warmup_steps", "train.weight_decay", "train.grad_clip", "model.dropout",
-                "train.l1", "train.l2", "train.eval_every", "train.log_every", "train.checkpoint_every")
+                "train.l1", "train.l2", "train.eval_every", "train.log_every", "train.checkpoint_every",
+                "train.progress_every_seconds")
 # What a resumed run must share with the run that wrote the workdir.
 MUST_MATCH = ("seed", "data", "model")
 

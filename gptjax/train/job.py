@@ -1,13 +1,14 @@
 """The main job, top to bottom: data -> model -> train -> evaluate -> samples -> report.
 
 `run(config, workdir)` is everything `python -m gptjax.main` does. Re-running it on the
-same workdir resumes from the last checkpoint and continues the same trajectory.
+same workdir resumes from the last checkpoint and continues the same trajectory; a run that has
+finished or stopped early stays so and is only reported.
 """
 
 from __future__ import annotations
 
 import filecmp
-import math
+import json
 import os
 import shutil
 import time
@@ -23,6 +24,7 @@ from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.loop import MetricsLog, Trainer
+from gptjax.train.loop_state import COMPLETED, LoopState, RunClock
 from gptjax.train.optimizer import build_optimizer
 from gptjax.workdir import write_json
 
@@ -35,6 +37,12 @@ def run(config, workdir: str) -> dict:
     main_process = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     config_checks.check_workdir(config, workdir)
+    checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
+    saved = checkpoints.loop_state()
+    summary_path = os.path.join(workdir, "summary.json")
+    if saved is not None and saved.finished(config.train.steps) and os.path.exists(summary_path):
+        checkpoints.close()
+        return finished_summary(workdir, saved, summary_path)
 
     corpus = prepare(config.data, config.seed)
     config_checks.check_corpus(config, corpus)
@@ -49,25 +57,24 @@ def run(config, workdir: str) -> dict:
     config_checks.check_batch(config, mesh)
     tx = build_optimizer(config.train, abstract_params)
     shardings = state_lib.state_shardings(graphdef, abstract_params, abstract_rest, tx, mesh)
-    checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
-    meta = {"step": 0, "tokens_seen": 0, "wall_seconds": 0.0, "best_val_loss": math.inf, "best_step": 0,
-            "evals_since_best": 0}
-    if checkpoints.latest_step() is not None:
+    if saved is not None:
         target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings)
-        state, meta = checkpoints.restore(target)
-        print(f"resuming from step {meta['step']} in {workdir}")
+        state, loop = checkpoints.restore(target)
+        print(f"resuming from step {loop.step} in {workdir}")
     else:
-        state = state_lib.init_state(config.model, vocab, config.seed, tx, shardings)
+        state, loop = state_lib.init_state(config.model, vocab, config.seed, tx, shardings), LoopState()
     n_params = state_lib.count_params(abstract_params)
     print(f"model: {config.model.kind}, {n_params:,} parameters; data: {corpus.tokens['train'].size:,} train tokens; "
           f"mesh {dict(mesh.shape)}")
 
     trainer = Trainer(config, corpus, mesh, graphdef, tx, shardings)
     print(trainer.memory_report(state))
-    if not meta["step"]:
-        meta["wall_seconds"] = time.time() - started  # a run's clock includes preparing its data
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), int(meta["step"]))
-    state, meta = trainer.run(state, meta, checkpoints, log)
+    clock = RunClock(loop.wall_seconds, started)  # a run's clock includes preparing its data, in every process
+    log = MetricsLog(workdir, loop.step)
+    try:
+        state = trainer.run(state, loop, clock, checkpoints, log)
+    finally:  # a run that stops on an error keeps the scalars it wrote
+        log.close()
 
     if checkpoints.has_best():
         target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings)
@@ -79,10 +86,12 @@ def run(config, workdir: str) -> dict:
     final = {split: trainer.full_split(params, rest, split) for split in ("val", "test") if corpus.tokens[split].size}
     samples = write_samples(config, corpus, graphdef, params, rest, workdir)  # every process computes
 
-    summary = {"params": n_params, "tokens_seen": int(meta["tokens_seen"]), "steps": int(meta["step"]),
-               "wall_seconds": round(time.time() - started, 1), "train_seconds": round(meta["wall_seconds"], 1),
-               "best_val_loss": meta["best_val_loss"], "best_step": meta["best_step"],
-               "stop_reason": meta.get("stop_reason", "completed")}
+    summary = {"params": n_params, "tokens_seen": int(loop.tokens_seen), "steps": int(loop.step),
+               "wall_seconds": round(clock.seconds(), 1), "train_seconds": round(loop.wall_seconds, 1),
+               "best_val_loss": loop.best_val_loss, "best_step": loop.best_step,
+               "stop_reason": loop.stop_reason or COMPLETED}
+    if loop.skipped_steps:
+        summary["skipped_steps"] = loop.skipped_steps
     for split, scores in final.items():
         summary.update({f"{split}_loss": scores["loss"], f"{split}_bpc": scores["bits_per_char"],
                         f"{split}_bpb": scores["bits_per_byte"], f"{split}_perplexity": scores["perplexity"]})
@@ -91,6 +100,18 @@ def run(config, workdir: str) -> dict:
         report.write_report(workdir, config, summary, corpus.cleaning, samples)
         scores = "".join(f", {split} {summary[f'{split}_bpc']:.3f} bits/char" for split in final)
         print(f"done: best val loss {summary['best_val_loss']:.4f}{scores}; report in {os.path.join(workdir, 'report.md')}")
+    return summary
+
+
+def finished_summary(workdir: str, loop: LoopState, summary_path: str) -> dict:
+    """A rerun of a finished or stopped run trains no further: it says so and returns the run's summary."""
+    with open(summary_path) as f:
+        summary = json.load(f)
+    stopped = loop.stop_reason not in ("", COMPLETED)
+    further = "train again in a new --workdir" if stopped else "raise train.steps to train further"
+    if jax.process_index() == 0:
+        print(f"{workdir} has finished ({loop.stop_reason or COMPLETED} at step {loop.step}), nothing to train; "
+              f"its results are in {summary_path} and report.md ({further})")
     return summary
 
 

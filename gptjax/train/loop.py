@@ -1,4 +1,4 @@
-"""The training loop: batches -> compiled steps -> logs, evaluations, checkpoints, early stop.
+"""The training loop: batches -> compiled steps -> logs, evaluations, checkpoints, stop.
 
 Steps run `train.steps_per_call` at a time inside one compiled call; logging, evaluation and
 checkpoints happen at the call boundaries where their interval is crossed, which are the
@@ -10,39 +10,64 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from gptjax.data import batches
 from gptjax.data.prepare import Corpus
+from gptjax.errors import UserError
 from gptjax.eval.scoring import evaluate, make_eval_step
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import mfu, profiling
 from gptjax.train.batch_ramp import BatchSchedule
 from gptjax.train.checkpoints import Checkpoints
+from gptjax.train.loop_state import COMPLETED, LoopState, RunClock
 from gptjax.train.optimizer import learning_rate_schedule
+from gptjax.train.progress import Progress
 from gptjax.train.step import TrainState, make_train_step
+from gptjax.train.tensorboard import Scalars
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object a line; only process 0 writes."""
+    """metrics.jsonl (one JSON object a line) and the same numbers as TensorBoard scalars; only
+    process 0 writes."""
 
-    def __init__(self, path: str, resume_step: int):
-        self.path = path
+    def __init__(self, workdir: str, resume_step: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
         self.write = jax.process_index() == 0
-        if self.write and os.path.exists(path):  # drop lines past the checkpoint we resume from
-            with open(path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-            with open(path, "w") as f:
+        if self.write and os.path.exists(self.path):  # drop lines past the checkpoint we resume from
+            kept = [line for line, record in read_records(self.path) if record["step"] <= resume_step]
+            with open(self.path, "w") as f:
                 f.writelines(kept)
+        self.scalars = Scalars(workdir, resume_step, enabled=self.write)
 
     def log(self, record: dict) -> None:
         if self.write:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.scalars.log(record)
+
+    def close(self) -> None:
+        self.scalars.close()
+
+
+def read_records(path: str) -> list[tuple[str, dict]]:
+    """(line, record) of every line; a torn last line (a process killed mid-write) is dropped with a
+    warning, a damaged line before it is refused."""
+    with open(path) as f:
+        lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise UserError(f"{path} line {i + 1} is not JSON; repair or move the file to resume") from None
+            print(f"warning: dropped the torn last line of {path} (written when a run was killed)", file=sys.stderr)
+    return out
 
 
 def crossed(before: int, after: int, every: int) -> bool:
@@ -104,68 +129,125 @@ class Trainer:
                                                 self.c.eval.batch_size, self.c.eval.max_tokens, self.row_sharding)
         return evaluate(self.eval_step, params, rest, batch_list)
 
-    def run(self, state: TrainState, meta: dict, checkpoints: Checkpoints, log: MetricsLog) -> tuple[TrainState, dict]:
-        """Train from meta['step'] to train.steps (or early stop / time budget); returns the last state."""
+    def run(self, state: TrainState, loop: LoopState, clock: RunClock, checkpoints: Checkpoints,
+            log: MetricsLog) -> TrainState:
+        """Train from loop.step to train.steps (or a stop); updates `loop` and returns the last state."""
         tc = self.c.train
-        step = int(meta["step"])
-        started, wall_before = time.time(), meta["wall_seconds"]
-        pending: list[jax.Array] = []
-        last_log = (self.tokens_before(step), time.time())
-        bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=jax.process_index() != 0 or None)
-        stop = ""
+        if not loop.finished(tc.steps):
+            loop.stop_reason = ""  # a run that completed its steps goes on when given more
+        main_process = jax.process_index() == 0
+        window = Window(self.tokens_before(loop.step))
+        progress = Progress(tc.steps, loop.step, tc.progress_every_seconds, enabled=main_process)
         trace = profiling.StepTrace(os.path.join(os.path.dirname(log.path), "profile"), tc.profile_steps)
-        while step < tc.steps and not stop:
-            n = int(min(tc.steps_per_call, tc.steps - step, self.batch_sizes.stage_end(step) - step))
-            trace.before(step)
-            state, losses = self.train_step(state, self.batch(step, n))
-            losses.block_until_ready()  # wall-clock figures count finished work, not queued work
-            trace.after(step + n, losses)
-            pending.append(losses)
-            before, step = step, step + n
-            meta.update(step=step, tokens_seen=self.tokens_before(step),
-                        wall_seconds=wall_before + time.time() - started)
-            if tc.max_minutes and meta["wall_seconds"] > 60 * tc.max_minutes:
-                stop = f"time budget of {tc.max_minutes} minutes reached"
+        while not loop.finished(tc.steps):
+            before = loop.step
+            n = int(min(tc.steps_per_call, tc.steps - before, self.batch_sizes.stage_end(before) - before))
+            trace.before(before)
+            started = time.time()
+            state, metrics = self.train_step(state, self.batch(before, n))
+            metrics = jax.device_get(metrics)  # waits: wall-clock figures count finished work, not queued work
+            trace.after(before + n, state.step)
+            loop.step, loop.tokens_seen, loop.wall_seconds = before + n, self.tokens_before(before + n), clock.seconds()
+            window.add(metrics)
+            fault = count_skips(loop, metrics, tc.max_nonfinite_steps)
+            progress.update(loop.step, n, mean_where_finite(metrics, "loss"), float(self.schedule(loop.step - 1)),
+                            (loop.tokens_seen - self.tokens_before(before)) / max(time.time() - started, 1e-9))
+            stop = self.out_of_time(loop)
             record: dict = {}
-            if crossed(before, step, tc.log_every) or step == tc.steps or stop:
-                train_loss = float(np.mean(np.concatenate(jax.device_get(pending))))
-                pending.clear()
-                now = time.time()
-                rate = (meta["tokens_seen"] - last_log[0]) / max(now - last_log[1], 1e-9)
-                last_log = (meta["tokens_seen"], now)
-                record.update(train_loss=train_loss, lr=float(self.schedule(step - 1)), tokens_per_sec=rate,
-                              **mfu.utilisation(rate, self.flops_per_token, self.peak_flops, self.mesh.size))
-                bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}")
-                if not math.isfinite(train_loss):
-                    stop = f"train loss is {train_loss} at step {step}; lower train.learning_rate"
+            if crossed(before, loop.step, tc.log_every) or loop.step == tc.steps or stop or fault:
+                record.update(self.train_figures(window, loop))
             improved = False
-            if crossed(before, step, tc.eval_every) or step == tc.steps or stop:
-                val = self.validate(state)
-                record.update({f"val_{k}": v for k, v in val.items() if k != "tokens"})
-                record["val_bpc"] = val["bits_per_char"]
-                if tc.stop_below_bpc and val["bits_per_char"] < tc.stop_below_bpc:
-                    # The sampled batches only nominate the step: the target is a whole-split figure.
-                    whole = self.full_split(state.params, state.rest, "val")["bits_per_char"]
-                    record["val_full_bpc"] = whole
-                    if whole < tc.stop_below_bpc:
-                        stop = f"validation reached {whole:.4f} < {tc.stop_below_bpc} bits/char on the whole split"
-                improved = val["loss"] < meta["best_val_loss"]
-                if improved:
-                    meta.update(best_val_loss=val["loss"], best_step=step, evals_since_best=0)
-                else:
-                    meta["evals_since_best"] += 1
-                    if tc.early_stop_patience and meta["evals_since_best"] >= tc.early_stop_patience:
-                        stop = f"early stop: no improvement in {tc.early_stop_patience} evaluations"
-                bar.write(f"step {step}: val loss {val['loss']:.4f}, {val['bits_per_char']:.3f} bits/char")
+            if not fault and (crossed(before, loop.step, tc.eval_every) or loop.step == tc.steps or stop):
+                figures, improved, stop = self.validation_figures(state, loop, stop, progress)
+                record.update(figures)
             if record:
-                log.log({"step": step, "tokens_seen": meta["tokens_seen"],
-                         "elapsed": round(meta["wall_seconds"], 2), **record})
-            if crossed(before, step, tc.checkpoint_every) or improved or step == tc.steps or stop:
-                checkpoints.save(state, dict(meta), best=improved)
+                log.log({"step": loop.step, "tokens_seen": loop.tokens_seen, "elapsed": round(loop.wall_seconds, 2),
+                         **record})
+            if fault:  # the state is as it was before the skipped updates; the last checkpoint stays the newest
+                progress.close()
+                checkpoints.wait()
+                raise UserError(fault)
+            loop.stop_reason = stop or (COMPLETED if loop.step >= tc.steps else "")
+            if crossed(before, loop.step, tc.checkpoint_every) or improved or loop.stop_reason:
+                checkpoints.save(state, loop, best=improved)
         trace.stop(state)
-        bar.close()
-        meta["stop_reason"] = stop or "completed"
-        checkpoints.save(state, dict(meta))
+        progress.close()
         checkpoints.wait()
-        return state, meta
+        return state
+
+    def out_of_time(self, loop: LoopState) -> str:
+        minutes = self.c.train.max_minutes
+        return f"time budget of {minutes} minutes reached" if minutes and loop.wall_seconds > 60 * minutes else ""
+
+    def train_figures(self, window: "Window", loop: LoopState) -> dict:
+        """The metrics record's training fields: loss, learning rate, throughput, MFU, gradient norm."""
+        loss, grad_norm, skipped, rate = window.take(loop.tokens_seen)
+        record = {"train_loss": loss, "lr": float(self.schedule(loop.step - 1)), "tokens_per_sec": rate,
+                  **mfu.utilisation(rate, self.flops_per_token, self.peak_flops, self.mesh.size), "grad_norm": grad_norm}
+        if skipped:
+            record["skipped_steps"] = skipped
+        return record
+
+    def validation_figures(self, state: TrainState, loop: LoopState, stop: str,
+                           progress: Progress) -> tuple[dict, bool, str]:
+        """Score the validation batches; (record fields, improved, stop reason) after the target and patience."""
+        tc = self.c.train
+        val = self.validate(state)
+        record = {f"val_{k}": v for k, v in val.items() if k != "tokens"}
+        record["val_bpc"] = val["bits_per_char"]
+        if tc.stop_below_bpc and val["bits_per_char"] < tc.stop_below_bpc:
+            # The sampled batches only nominate the step: the target is a whole-split figure.
+            whole = self.full_split(state.params, state.rest, "val")["bits_per_char"]
+            record["val_full_bpc"] = whole
+            if whole < tc.stop_below_bpc:
+                stop = f"validation reached {whole:.4f} < {tc.stop_below_bpc} bits/char on the whole split"
+        improved = val["loss"] < loop.best_val_loss
+        if improved:
+            loop.best_val_loss, loop.best_step, loop.evals_since_best = val["loss"], loop.step, 0
+        else:
+            loop.evals_since_best += 1
+            if tc.early_stop_patience and loop.evals_since_best >= tc.early_stop_patience:
+                stop = f"early stop: no improvement in {tc.early_stop_patience} evaluations"
+        progress.write(f"step {loop.step}: val loss {val['loss']:.4f}, {val['bits_per_char']:.3f} bits/char")
+        return record, improved, stop
+
+
+class Window:
+    """The step metrics since the last metrics record, and when that record was written."""
+
+    def __init__(self, tokens_seen: int):
+        self.metrics: list[dict] = []
+        self.since = (tokens_seen, time.time())
+
+    def add(self, metrics: dict) -> None:
+        self.metrics.append(metrics)
+
+    def take(self, tokens_seen: int) -> tuple[float, float, int, float]:
+        """(mean train loss, mean gradient norm, skipped updates, tokens/s) of the window, which then restarts."""
+        joined = {k: np.concatenate([m[k] for m in self.metrics]) for k in self.metrics[0]}
+        now = time.time()
+        rate = (tokens_seen - self.since[0]) / max(now - self.since[1], 1e-9)
+        self.metrics, self.since = [], (tokens_seen, now)
+        return (mean_where_finite(joined, "loss"), mean_where_finite(joined, "grad_norm"),
+                int((~joined["finite"]).sum()), rate)
+
+
+def mean_where_finite(metrics: dict, key: str) -> float:
+    """Mean of a step metric over the steps whose update was applied (NaN if none was)."""
+    values = metrics[key][metrics["finite"]]
+    return float(np.mean(values)) if values.size else math.nan
+
+
+def count_skips(loop: LoopState, metrics: dict, limit: int) -> str:
+    """Count the skipped updates of one call; past `limit` in a row, the line the run stops with."""
+    first = loop.step - len(metrics["finite"]) + 1
+    for i, finite in enumerate(metrics["finite"]):
+        loop.skipped_in_a_row = 0 if finite else loop.skipped_in_a_row + 1
+        loop.skipped_steps += int(not finite)
+        if loop.skipped_in_a_row >= limit:
+            quantity = ("loss" if not np.isfinite(metrics["loss"][i]) else "gradient norm"
+                        if not np.isfinite(metrics["grad_norm"][i]) else "parameter norm after the update")
+            return (f"training diverged: the {quantity} was not finite at step {first + i}, {limit} skipped updates "
+                    f"in a row (train.max_nonfinite_steps); lower train.learning_rate, add train.warmup_steps or "
+                    f"set train.grad_clip, then rerun to resume from the last checkpoint")
+    return ""

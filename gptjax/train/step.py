@@ -26,7 +26,8 @@ class TrainState(NamedTuple):
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
-    """A function (state, batches (K, accum, B, T+1)) -> (state, losses (K,)) doing K steps."""
+    """A function (state, batches (K, accum, B, T+1)) -> (state, metrics) doing K steps; metrics
+    holds (K,) arrays: `loss`, `grad_norm` (before clipping) and `finite` (False: update skipped)."""
 
     def loss_fn(params, rest, batch, key):
         rngs = nnx.Rngs(dropout=key)
@@ -55,7 +56,14 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
             grads, loss = jax.tree.map(lambda g: g / n, grads), loss / n
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, rest, opt_state), loss
+        # A non-finite loss, gradient or result skips the update (the step still moves on to the
+        # next batch), so a checkpoint never holds a non-finite state; the loop counts the skips.
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(params))
+        params, rest, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), (params, rest, opt_state),
+                                               (state.params, state.rest, state.opt_state))
+        return TrainState(state.step + 1, params, rest, opt_state), {"loss": loss, "grad_norm": grad_norm,
+                                                                     "finite": finite}
 
     def train_step(state: TrainState, batches):
         return jax.lax.scan(one_step, state, batches)
