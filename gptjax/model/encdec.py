@@ -27,9 +27,8 @@ import optax
 from flax import nnx
 
 from gptjax.data.pairs import PairBatch
-from gptjax.model.gpt import (MLP, POS_ENCODINGS, GPTConfig, KVCache, Norm, apply_rope, attention, axes,
-                              cached_attention, causal_mask, kernel_init, linear, rms, rows_dot_general,
-                              sinusoidal_table)
+from gptjax.model.gpt import (INITS, MLP, POS_ENCODINGS, GPTConfig, KVCache, Norm, Rotary, attention, axes,
+                              cached_attention, causal_mask, linear, rms, rows_dot_general, sinusoidal_table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +79,13 @@ class Attention(nnx.Module):
     def query(self, x: jax.Array, positions: jax.Array | None) -> jax.Array:
         q = self.heads(self.c_q(x))
         if positions is not None and self.cfg.pos_encoding == "rope":
-            q = apply_rope(q, positions, self.cfg.rope_theta)
+            q = Rotary.at(positions, self.head_dim, self.cfg.rope_theta)(q)
         return rms(q) if self.cfg.qk_norm else q
 
     def key_value(self, x: jax.Array, positions: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         k, v = (self.heads(t) for t in jnp.split(self.c_kv(x), 2, axis=-1))
         if positions is not None and self.cfg.pos_encoding == "rope":
-            k = apply_rope(k, positions, self.cfg.rope_theta)
+            k = Rotary.at(positions, self.head_dim, self.cfg.rope_theta)(k)
         return (rms(k) if self.cfg.qk_norm else k), v
 
     def project(self, y: jax.Array, train: bool, rngs) -> jax.Array:
@@ -94,20 +93,16 @@ class Attention(nnx.Module):
         return self.resid_dropout(y, deterministic=not train, rngs=rngs)
 
     def __call__(self, q, k, v, mask, train: bool, rngs) -> jax.Array:
-        y = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.attn_dropout if train else None, rngs)
+        y = attention(q, k.astype(q.dtype), v.astype(q.dtype), self.attn_dropout if train else None, rngs, mask)
         return self.project(y, train, rngs)
-
-
-def norm_of(cfg, rngs: nnx.Rngs) -> Norm:
-    return Norm(cfg.norm, cfg.n_embd, bias=cfg.bias, eps=cfg.norm_eps, param_dtype=cfg.param_dtype, rngs=rngs)
 
 
 class EncoderBlock(nnx.Module):
     """Pre-norm block over the source: every token attends to every real source token."""
 
     def __init__(self, cfg, rngs: nnx.Rngs):
-        self.ln_1, self.attn = norm_of(cfg, rngs), Attention(cfg, rngs)
-        self.ln_2, self.mlp = norm_of(cfg, rngs), MLP(cfg, rngs)
+        self.ln_1, self.attn = Norm(cfg, rngs), Attention(cfg, rngs)
+        self.ln_2, self.mlp = Norm(cfg, rngs), MLP(cfg, rngs)
 
     def __call__(self, x, positions, mask, train, rngs):
         h = self.ln_1(x, train)
@@ -120,9 +115,9 @@ class DecoderBlock(nnx.Module):
     """Pre-norm block over the target: causal self-attention, cross-attention to the memory, MLP."""
 
     def __init__(self, cfg, rngs: nnx.Rngs):
-        self.ln_1, self.self_attn = norm_of(cfg, rngs), Attention(cfg, rngs)
-        self.ln_2, self.cross_attn = norm_of(cfg, rngs), Attention(cfg, rngs)
-        self.ln_3, self.mlp = norm_of(cfg, rngs), MLP(cfg, rngs)
+        self.ln_1, self.self_attn = Norm(cfg, rngs), Attention(cfg, rngs)
+        self.ln_2, self.cross_attn = Norm(cfg, rngs), Attention(cfg, rngs)
+        self.ln_3, self.mlp = Norm(cfg, rngs), MLP(cfg, rngs)
 
     def __call__(self, x, positions, self_mask, cross_k, cross_v, cross_mask, cache_kv, cache_index, train, rngs):
         h = self.ln_1(x, train)
@@ -165,12 +160,12 @@ class EncoderDecoder(nnx.Module):
         self.drop = nnx.Dropout(cfg.embd_dropout)
         encoder_cfg = dataclasses.replace(cfg, n_layer=cfg.n_encoder_layer)  # residual scaling by its own depth
         self.encoder = nnx.List([EncoderBlock(encoder_cfg, rngs) for _ in range(cfg.n_encoder_layer)])
-        self.ln_enc = norm_of(cfg, rngs)
+        self.ln_enc = Norm(cfg, rngs)
         self.decoder = nnx.List([DecoderBlock(cfg, rngs) for _ in range(cfg.n_layer)])
-        self.ln_f = norm_of(cfg, rngs)
+        self.ln_f = Norm(cfg, rngs)
         if not cfg.tie_embeddings:
             self.lm_head = nnx.Linear(cfg.n_embd, cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                                      param_dtype=cfg.param_dtype, kernel_init=kernel_init(cfg.init),
+                                      param_dtype=cfg.param_dtype, kernel_init=INITS[cfg.init](1.0),
                                       kernel_metadata=axes("embed", "vocab"), dot_general=rows_dot_general,
                                       rngs=rngs)
 
@@ -206,7 +201,7 @@ class EncoderDecoder(nnx.Module):
         start = 0 if cache is None else cache.index
         positions = jnp.broadcast_to(start + jnp.arange(T), (B, T))
         x = self.embed(tgt_in, positions, train, rngs)
-        self_mask = causal_mask(T, T, 0)[None] & key_mask(tgt_mask, T, T)
+        self_mask = causal_mask(T)[None] & key_mask(tgt_mask, T, T)
         cross_mask = key_mask(src_mask, T, cross.k[0].shape[1])
         new_k, new_v = [], []
         for i, block in enumerate(self.decoder):
