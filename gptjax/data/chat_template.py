@@ -12,6 +12,8 @@ the fine-tuning data is rendered with it.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Sequence
 
 import numpy as np
@@ -32,10 +34,16 @@ class Turn:
 class ChatTemplate:
     """Renders turns for one tokenizer; knows how a reply ends (stop tokens or strings)."""
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, role_tokens: bool | None = None):
+        """role_tokens None: the role-token template whenever the tokenizer has them; False: the
+        plain template (a model never trained on the role tokens); True: they must be there."""
         self.tokenizer = tokenizer
         ids = tokenizer.special_ids
-        self.role_tokens = all(f"<|{r}|>" in ids for r in ROLES) and "<|end|>" in ids
+        has = all(f"<|{r}|>" in ids for r in ROLES) and "<|end|>" in ids
+        if role_tokens and not has:
+            raise UserError("the model was trained with chat role tokens its tokenizer lacks; "
+                            "the workdir's tokenizer does not belong to its chat.json")
+        self.role_tokens = has if role_tokens is None else role_tokens
         if self.role_tokens:
             self.stop_tokens = tuple(ids[t] for t in ("<|end|>", "<|endoftext|>") if t in ids)
             self.stop_strings: tuple[str, ...] = ()
@@ -127,3 +135,35 @@ def render_conversation(turns: Sequence[Turn], tokenizer: Tokenizer,
                         open_reply: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of a conversation and its loss weights (1.0 on assistant tokens), for fine-tuning."""
     return ChatTemplate(tokenizer).render(turns, open_reply)
+
+
+CHAT_RECORD = "chat.json"
+
+
+def write_chat_record(workdir: str, corpus) -> None:
+    """Record in the workdir which template a model was trained with: the role-token template
+    (with its token ids) for conversations, none for plain text, so chatting renders exactly what
+    training saw."""
+    template = ChatTemplate(corpus.tokenizer)
+    trained = hasattr(corpus, "packed") and template.role_tokens
+    record = {"template": "role_tokens" if trained else ("plain" if hasattr(corpus, "packed") else "none")}
+    if trained:
+        record["role_tokens"] = {t: corpus.tokenizer.special_ids[t] for t in
+                                 [f"<|{r}|>" for r in ROLES] + ["<|end|>"]}
+    with open(os.path.join(workdir, CHAT_RECORD), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def trained_template(workdir: str, tokenizer: Tokenizer) -> ChatTemplate:
+    """The template a workdir's model was trained with (chat.json); without a record, or for a
+    model trained on plain text, the template its tokenizer allows, as before records existed."""
+    path = os.path.join(workdir, CHAT_RECORD)
+    if not os.path.exists(path):
+        return ChatTemplate(tokenizer)
+    with open(path) as f:
+        kind = json.load(f).get("template")
+    if kind == "role_tokens":
+        return ChatTemplate(tokenizer, role_tokens=True)
+    if kind == "plain":
+        return ChatTemplate(tokenizer, role_tokens=False)
+    return ChatTemplate(tokenizer)

@@ -372,6 +372,12 @@ def prepare_conversations(data_config, seed: int, block_size: int,
     from the training conversations as data.tokenizer says) and pack each split."""
     conversations, stats = read_conversations(data_config.path, data_config.strict)
     splits = split_conversations(conversations, data_config.val_fraction, data_config.test_fraction, seed)
+    return pack_corpus(data_config, splits, stats, seed, block_size, tokenizer)
+
+
+def pack_corpus(data_config, splits: dict[str, list[Conversation]], stats: ReadStats, seed: int, block_size: int,
+                tokenizer: Tokenizer | None = None) -> ConversationCorpus:
+    """The corpus of conversations already split: tokenizer (given, or built from train) and packed windows."""
     tok = tokenizer if tokenizer is not None else build_tokenizer(data_config, tokenizer_text(splits["train"]))
     template = ChatTemplate(tok)
     packed = {name: pack_split(template, convs, block_size, seed + k) for k, (name, convs) in enumerate(splits.items())}

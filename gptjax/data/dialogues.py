@@ -175,3 +175,14 @@ def write_dialogues(path: str, played: Sequence[Play], max_exchanges: int = 4) -
     every = [c for p in played for c in play_conversations(p, max_exchanges)]
     conv.write_conversations(path, every)
     return len(every)
+
+
+def prepare_dialogues(data_config, seed: int, block_size: int, tokenizer=None) -> conv.ConversationCorpus:
+    """data.source=dialogues: the plays' persona conversations, whole plays per split, packed
+    for fine-tuning like data.source=conversations (data.max_exchanges turns per conversation)."""
+    played = parsed_plays()
+    splits = dialogue_splits(played, data_config.val_fraction, data_config.test_fraction, seed,
+                             data_config.get("max_exchanges", 4))
+    count = sum(len(cs) for cs in splits.values())
+    stats = conv.ReadStats(lines=count, conversations=count)
+    return conv.pack_corpus(data_config, splits, stats, seed, block_size, tokenizer)

@@ -37,9 +37,14 @@ class Corpus:
 
 def prepare(data_config, seed: int, block_size: int = 0) -> Corpus | conversations.ConversationCorpus:
     """The token streams of each split; for data.source=conversations, the packed windows of
-    block_size + 1 tokens (see data/conversations.py), which need the model's block_size."""
+    block_size + 1 tokens (see data/conversations.py), which need the model's block_size;
+    data.source=dialogues makes those conversations from the plays (data/dialogues.py)."""
     if data_config.source == "conversations":
         return conversations.prepare_conversations(data_config, seed, block_size)
+    if data_config.source == "dialogues":  # the plays' persona conversations (data/dialogues.py)
+        from gptjax.data.dialogues import prepare_dialogues
+
+        return prepare_dialogues(data_config, seed, block_size)
     if data_config.source == "prepared":  # sharded by `python -m gptjax.prepare`, memory-mapped
         from gptjax.data.shard_reader import load_prepared
 

@@ -17,10 +17,12 @@ import optax
 from flax import nnx
 
 
-def forward(graphdef, params, rest, idx, *, train: bool, rngs=None):
-    """Logits of the model rebuilt from its arrays, and the updated non-trainable state."""
+def forward(graphdef, params, rest, idx, *, train: bool, rngs=None, segments=None):
+    """Logits of the model rebuilt from its arrays, and the updated non-trainable state;
+    `segments` (B, T) marks rows packed with several conversations (GPT only)."""
     model = nnx.merge(graphdef, params, rest)
-    logits = model(idx, train=train, rngs=rngs)
+    packed = {} if segments is None else {"segments": segments}
+    logits = model(idx, train=train, rngs=rngs, **packed)
     _, _, new_rest = nnx.split(model, nnx.Param, ...)
     return logits, new_rest
 
@@ -31,12 +33,13 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def make_eval_step(graphdef, token_bytes, token_chars):
-    """A function (params, rest, batch, weights) -> sums of (nll, tokens, bytes, chars)."""
+    """A function (params, rest, batch, weights[, segments]) -> sums of (nll, tokens, bytes, chars);
+    segments (B, T), the inputs' conversation ids, for packed conversation rows."""
     token_bytes = jnp.asarray(token_bytes, jnp.float32)
     token_chars = jnp.asarray(token_chars, jnp.float32)
 
-    def eval_step(params, rest, batch, weights):
-        logits, _ = forward(graphdef, params, rest, batch[:, :-1], train=False)
+    def eval_step(params, rest, batch, weights, segments=None):
+        logits, _ = forward(graphdef, params, rest, batch[:, :-1], train=False, segments=segments)
         targets = batch[:, 1:]
         nll = token_nll(logits, targets) * weights
         return jnp.stack([nll.sum(), weights.sum(), (token_bytes[targets] * weights).sum(),
@@ -46,8 +49,8 @@ def make_eval_step(graphdef, token_bytes, token_chars):
 
 
 def evaluate(eval_step, params, rest, batch_list) -> dict:
-    """The summary of an eval step summed over (batch, weights) pairs."""
-    sums = sum(eval_step(params, rest, b, w) for b, w in batch_list)
+    """The summary of an eval step summed over (batch, weights[, segments]) tuples."""
+    sums = sum(eval_step(params, rest, *arrays) for arrays in batch_list)
     return summarize(jax.device_get(sums))
 
 

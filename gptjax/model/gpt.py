@@ -351,7 +351,7 @@ class CausalSelfAttention(nnx.Module):
         self.attn_dropout = nnx.Dropout(cfg.attn_dropout)
         self.resid_dropout = nnx.Dropout(cfg.resid_dropout)
 
-    def __call__(self, x, rotary: Rotary | None, cache: LayerCache | None, rngs, *, train: bool):
+    def __call__(self, x, rotary: Rotary | None, cache: LayerCache | None, rngs, *, train: bool, mask=None):
         B, T, C = x.shape
         q, k, v = (t.reshape(B, T, self.n_head, self.head_dim) for t in jnp.split(self.c_attn(x), 3, axis=-1))
         if rotary is not None:
@@ -359,7 +359,7 @@ class CausalSelfAttention(nnx.Module):
         if self.qk_norm:
             q, k = rms(q), rms(k)
         if cache is None:
-            y = attention(q, k, v, self.attn_dropout if train else None, rngs)
+            y = attention(q, k, v, self.attn_dropout if train else None, rngs, mask)
         else:
             y, cache = cache.attend(q, k, v)
         y = self.c_proj(y.reshape(B, T, C))
@@ -391,8 +391,8 @@ class Block(nnx.Module):
         self.ln_2 = Norm(cfg, rngs)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, rotary=None, cache=None, rngs=None, *, train: bool = False):
-        a, cache = self.attn(self.ln_1(x, train), rotary, cache, rngs, train=train)
+    def __call__(self, x, rotary=None, cache=None, rngs=None, *, train: bool = False, mask=None):
+        a, cache = self.attn(self.ln_1(x, train), rotary, cache, rngs, train=train, mask=mask)
         x = x + a
         x = x + self.mlp(self.ln_2(x, train), rngs, train=train)
         return x, cache
@@ -401,10 +401,22 @@ class Block(nnx.Module):
 # ----------------------------------------------------------------------------- the model
 
 
+def packed_layout(segments: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mask (B, 1, T, T), positions (B, T)) of rows packed with several conversations:
+    segments (B, T) numbers them; a token sees the earlier tokens of its own conversation only
+    and its position restarts at each conversation's first token."""
+    t = jnp.arange(segments.shape[1])
+    mask = (segments[:, :, None] == segments[:, None, :]) & causal_mask(segments.shape[1])
+    starts = jnp.concatenate([jnp.ones_like(segments[:, :1], bool), segments[:, 1:] != segments[:, :-1]], axis=1)
+    return mask[:, None], t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
+
+
+
 class GPT(nnx.Module):
     """A decoder-only transformer language model.
 
-    `model(idx)` returns next-token logits (float32) for every position. Cached decoding
+    `model(idx)` returns next-token logits (float32) for every position; `model(idx,
+    segments=s)` treats each row as packed conversations (see `packed_layout`). Cached decoding
     passes `decoding=Decoding(cache, positions, kv_mask)` and gets `(logits, cache)` back;
     see `gptjax.generate.decoder`.
     """
@@ -427,23 +439,26 @@ class GPT(nnx.Module):
         if not cfg.tie_embeddings:
             self.lm_head = linear(cfg, cfg.n_embd, V, "embed", "vocab", rngs, bias=False)
 
-    def __call__(self, idx: jax.Array, *, decoding: Decoding | None = None, train: bool = False,
-                 rngs: nnx.Rngs | None = None):
+    def __call__(self, idx: jax.Array, *, segments: jax.Array | None = None, decoding: Decoding | None = None,
+                 train: bool = False, rngs: nnx.Rngs | None = None):
         """idx (B, T) int -> logits (B, T, V) float32, or (logits, cache) when decoding."""
         B, T = idx.shape
         positions = jnp.broadcast_to(jnp.arange(T), (B, T)) if decoding is None else decoding.positions
+        mask = None
+        if segments is not None:
+            mask, positions = packed_layout(segments)
         x = jnp.take(self.wte.embedding[...], idx, axis=0).astype(jnp.float32)
         x, rotary = POS_ENCODINGS[self.cfg.pos_encoding](self, x, positions)
         x = self.drop(x, deterministic=not train, rngs=rngs)
 
-        def run_block(block, x, rotary, cache, rngs):  # `train` is closed over: static under remat
-            return block(x, rotary, cache, rngs, train=train)
+        def run_block(block, x, rotary, cache, rngs, mask):  # `train` is closed over: static under remat
+            return block(x, rotary, cache, rngs, train=train, mask=mask)
 
         if self.cfg.remat and train:
             run_block = nnx.remat(run_block)
         caches = []
         for i, block in enumerate(self.h):
-            x, cache = run_block(block, x, rotary, None if decoding is None else decoding.layer(i), rngs)
+            x, cache = run_block(block, x, rotary, None if decoding is None else decoding.layer(i), rngs, mask)
             caches.append(cache)
         x = self.ln_f(x, train)
 

@@ -16,7 +16,7 @@ from gptjax.train.optimizer import OPTIMIZERS, SCHEDULES
 # Every switch is checked here, once, when the config is resolved; the tables the code dispatches on
 # are the lists of choices, so a new entry in one is a new valid value.
 CHOICES = {
-    "data.source": ("plays", "files", "tfds"),
+    "data.source": ("plays", "files", "tfds", "prepared", "conversations", "dialogues"),
     "data.split": ("tail", "documents"),
     "data.tokenizer": ("char", "bpe"),
     "data.unknown": ("replace", "error"),
@@ -97,6 +97,11 @@ def check_workdir(config, workdir: str) -> None:
 
 
 def check_corpus(config, corpus: Corpus) -> None:
+    if not isinstance(corpus, Corpus):  # conversations: packing checked the windows
+        if config.model.kind != "gpt":
+            raise UserError(f"training on conversations needs model.kind=gpt (packed rows mask attention "
+                            f"per conversation), got {config.model.kind!r}")
+        return
     need = config.model.block_size + 1
     for split in ("train", "val"):
         if corpus.tokens[split].size < need:

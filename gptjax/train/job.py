@@ -11,17 +11,20 @@ import filecmp
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import jax
 import numpy as np
 
+from gptjax.data.chat_template import write_chat_record
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.generate.reference import generate_uncached
 from gptjax.train import config_checks, distributed, environment, report
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
+from gptjax.train.batch_source import describe
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.loop import MetricsLog, Trainer
 from gptjax.train.loop_state import COMPLETED, LoopState, RunClock
@@ -44,10 +47,11 @@ def run(config, workdir: str) -> dict:
         checkpoints.close()
         return finished_summary(workdir, saved, summary_path)
 
-    corpus = prepare(config.data, config.seed)
+    corpus = prepare(config.data, config.seed, config.model.block_size)
     config_checks.check_corpus(config, corpus)
     if main_process:
         save_tokenizer(corpus, workdir)
+        write_chat_record(workdir, corpus)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
         write_json(os.path.join(workdir, "environment.json"), environment.environment(config.seed))
 
@@ -64,7 +68,7 @@ def run(config, workdir: str) -> dict:
     else:
         state, loop = state_lib.init_state(config.model, vocab, config.seed, tx, shardings), LoopState()
     n_params = state_lib.count_params(abstract_params)
-    print(f"model: {config.model.kind}, {n_params:,} parameters; data: {corpus.tokens['train'].size:,} train tokens; "
+    print(f"model: {config.model.kind}, {n_params:,} parameters; data: {describe(corpus)}; "
           f"mesh {dict(mesh.shape)}")
 
     trainer = Trainer(config, corpus, mesh, graphdef, tx, shardings)
@@ -83,7 +87,8 @@ def run(config, workdir: str) -> dict:
     else:
         params, rest = state.params, state.rest
     checkpoints.close()
-    final = {split: trainer.full_split(params, rest, split) for split in ("val", "test") if corpus.tokens[split].size}
+    final = {split: trainer.full_split(params, rest, split) for split in ("val", "test")
+             if trainer.source.has_split(split)}
     samples = write_samples(config, corpus, graphdef, params, rest, workdir)  # every process computes
 
     summary = {"params": n_params, "tokens_seen": int(loop.tokens_seen), "steps": int(loop.step),
@@ -97,7 +102,7 @@ def run(config, workdir: str) -> dict:
                         f"{split}_bpb": scores["bits_per_byte"], f"{split}_perplexity": scores["perplexity"]})
     if main_process:
         write_json(os.path.join(workdir, "summary.json"), summary)
-        report.write_report(workdir, config, summary, corpus.cleaning, samples)
+        report.write_report(workdir, config, summary, getattr(corpus, "cleaning", {}), samples)
         scores = "".join(f", {split} {summary[f'{split}_bpc']:.3f} bits/char" for split in final)
         print(f"done: best val loss {summary['best_val_loss']:.4f}{scores}; report in {os.path.join(workdir, 'report.md')}")
     return summary
@@ -117,7 +122,15 @@ def finished_summary(workdir: str, loop: LoopState, summary_path: str) -> dict:
 
 def save_tokenizer(corpus: Corpus, workdir: str) -> None:
     """Copy the tokenizer next to the checkpoints; a workdir's existing tokenizer must be the same."""
-    source, target = os.path.join(corpus.cache_dir, "tokenizer"), os.path.join(workdir, "tokenizer")
+    if hasattr(corpus, "cache_dir"):
+        return copy_tokenizer(os.path.join(corpus.cache_dir, "tokenizer"), workdir)
+    with tempfile.TemporaryDirectory() as tmp:  # conversations: the tokenizer lives in memory only
+        corpus.tokenizer.save(tmp)
+        copy_tokenizer(tmp, workdir)
+
+
+def copy_tokenizer(source: str, workdir: str) -> None:
+    target = os.path.join(workdir, "tokenizer")
     if not os.path.exists(target):
         shutil.copytree(source, target)
         return

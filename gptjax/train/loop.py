@@ -16,13 +16,13 @@ import time
 import jax
 import numpy as np
 
-from gptjax.data import batches
 from gptjax.data.prepare import Corpus
 from gptjax.errors import UserError
 from gptjax.eval.scoring import evaluate, make_eval_step
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import mfu, profiling
 from gptjax.train.batch_ramp import BatchSchedule
+from gptjax.train.batch_source import batch_source
 from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.loop_state import COMPLETED, LoopState, RunClock
 from gptjax.train.optimizer import learning_rate_schedule
@@ -75,33 +75,30 @@ def crossed(before: int, after: int, every: int) -> bool:
 
 
 class Trainer:
-    """Owns the compiled steps and the fixed validation batches of one run."""
+    """Owns the compiled steps and the fixed validation batches of one run (text windows, or
+    conversation rows scored on assistant tokens: see train/batch_source.py)."""
 
     def __init__(self, config, corpus: Corpus, mesh, graphdef, tx, shardings: TrainState):
         self.c, self.corpus, self.mesh = config, corpus, mesh
-        tc, block = config.train, config.model.block_size
+        tc = config.train
         self.batch_sharding = mesh_lib.batch_sharding(mesh, leading=2)
         self.row_sharding = mesh_lib.batch_sharding(mesh)
         self.train_step = jax.jit(make_train_step(graphdef, tx, tc, config.seed),
                                   in_shardings=(shardings, self.batch_sharding),
                                   out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+        self.source = batch_source(config, corpus, self.batch_sharding, self.row_sharding)
         self.eval_step = jax.jit(make_eval_step(graphdef, corpus.token_bytes, corpus.token_chars),
-                                 in_shardings=(shardings.params, shardings.rest, self.row_sharding, self.row_sharding),
+                                 in_shardings=(shardings.params, shardings.rest,
+                                               *[self.row_sharding] * self.source.eval_arrays),
                                  out_shardings=mesh_lib.replicated(mesh))
-        weights = np.ones((config.eval.batch_size, block), np.float32)
-        self.val_batches = [(b, jax.make_array_from_process_local_data(
-            self.row_sharding, weights[batches.process_rows(config.eval.batch_size)], weights.shape))
-            for b in batches.eval_batches(corpus.tokens["val"], config.seed, tc.eval_batches,
-                                          config.eval.batch_size, block, self.row_sharding)]
+        self.val_batches = self.source.validation()
         self.schedule = learning_rate_schedule(tc)
         self.batch_sizes = BatchSchedule(tc.batch_ramp, tc.batch_size)
         self.flops_per_token = mfu.flops_per_token(config.model, corpus.tokenizer.vocab_size, config.seed)
         self.peak_flops = mfu.device_peak(tc.peak_flops)
 
-    def batch(self, step: int, n: int) -> jax.Array:
-        tc = self.c.train
-        return batches.train_batch(self.corpus.tokens["train"], self.c.seed, step, n, tc.grad_accum,
-                                   self.batch_sizes.size(step), self.c.model.block_size, self.batch_sharding)
+    def batch(self, step: int, n: int):
+        return self.source.train(step, n, self.batch_sizes.size(step))
 
     def tokens_before(self, step: int) -> int:
         return self.batch_sizes.rows_before(step) * self.c.model.block_size
@@ -125,9 +122,7 @@ class Trainer:
 
     def full_split(self, params, rest, split: str) -> dict:
         """Score every token of a split once (or its first eval.max_tokens)."""
-        batch_list = batches.sequential_batches(self.corpus.tokens[split], self.c.model.block_size,
-                                                self.c.eval.batch_size, self.c.eval.max_tokens, self.row_sharding)
-        return evaluate(self.eval_step, params, rest, batch_list)
+        return evaluate(self.eval_step, params, rest, self.source.whole_split(split))
 
     def run(self, state: TrainState, loop: LoopState, clock: RunClock, checkpoints: Checkpoints,
             log: MetricsLog) -> TrainState:

@@ -18,6 +18,22 @@ from gptjax.eval.scoring import forward, token_nll
 from gptjax.train import optimizer as optim
 
 
+class PackedBatch(NamedTuple):
+    """Conversation rows for fine-tuning: tokens (..., T+1), and for the T targets their loss
+    weights (..., T) and the inputs' conversation ids (..., T). A text batch is a tokens array."""
+
+    tokens: jax.Array
+    weights: jax.Array
+    segments: jax.Array
+
+
+def batch_loss(logits, batch, denominator) -> jax.Array:
+    """A text batch's mean token NLL; a packed batch's weighted NLL sum over `denominator`."""
+    if not isinstance(batch, PackedBatch):
+        return token_nll(logits, batch[:, 1:]).mean()
+    return (token_nll(logits, batch.tokens[:, 1:]) * batch.weights).sum() / denominator
+
+
 class TrainState(NamedTuple):
     step: jax.Array
     params: Any
@@ -27,12 +43,17 @@ class TrainState(NamedTuple):
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
     """A function (state, batches (K, accum, B, T+1)) -> (state, metrics) doing K steps; metrics
-    holds (K,) arrays: `loss`, `grad_norm` (before clipping) and `finite` (False: update skipped)."""
+    holds (K,) arrays: `loss`, `grad_norm` (before clipping) and `finite` (False: update skipped).
 
-    def loss_fn(params, rest, batch, key):
+    Batches may be a `PackedBatch` of such arrays: the loss of a step is then the NLL summed over
+    its weighted targets divided by their total weight over all micro-batches, which is exact
+    under accumulation (each micro-batch's share is scaled by accum, as the mean divides by it)."""
+
+    def loss_fn(params, rest, batch, key, denominator):
         rngs = nnx.Rngs(dropout=key)
-        logits, new_rest = forward(graphdef, params, rest, batch[:, :-1], train=True, rngs=rngs)
-        loss = token_nll(logits, batch[:, 1:]).mean()
+        inputs, segments = (batch.tokens, batch.segments) if isinstance(batch, PackedBatch) else (batch, None)
+        logits, new_rest = forward(graphdef, params, rest, inputs[:, :-1], train=True, rngs=rngs, segments=segments)
+        loss = batch_loss(logits, batch, denominator)
         return loss + optim.penalty(params, tc), (loss, new_rest)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -40,15 +61,20 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
     def one_step(state: TrainState, micro_batches):
         key = jax.random.fold_in(jax.random.key(seed), state.step)
 
+        n = jax.tree.leaves(micro_batches)[0].shape[0]
+        denominator = None
+        if isinstance(micro_batches, PackedBatch):
+            denominator = jnp.maximum(micro_batches.weights.sum(), 1.0) / n
+
         def accumulate(carry, xs):
             grads, loss, rest = carry
             batch, i = xs
-            (_, (l, rest)), g = grad_fn(state.params, rest, batch, jax.random.fold_in(key, i))
+            (_, (l, rest)), g = grad_fn(state.params, rest, batch, jax.random.fold_in(key, i), denominator)
             return (jax.tree.map(jnp.add, grads, g), loss + l, rest), None
 
-        n = micro_batches.shape[0]
         if n == 1:
-            (_, (loss, rest)), grads = grad_fn(state.params, state.rest, micro_batches[0], key)
+            first = jax.tree.map(lambda x: x[0], micro_batches)
+            (_, (loss, rest)), grads = grad_fn(state.params, state.rest, first, key, denominator)
         else:
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             (grads, loss, rest), _ = jax.lax.scan(accumulate, (zeros, 0.0, state.rest),
