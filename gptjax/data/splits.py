@@ -32,16 +32,25 @@ def split_text(docs: list[Document], mode: str, val_fraction: float, test_fracti
         if len(docs) < 2 + (test_fraction > 0):
             raise UserError(f"data.split=documents needs at least {2 + (test_fraction > 0)} documents, "
                             f"got {len(docs)}; use data.split=tail")
-        order = np.random.default_rng(seed).permutation(len(docs))
-        total = sum(len(d.text) for d in docs)
-        targets = {"val": val_fraction * total, "test": test_fraction * total}
-        parts: dict[str, list[str]] = {s: [] for s in SPLITS}
-        sizes = dict.fromkeys(SPLITS, 0)
-        for i in order:
-            name = next((s for s in ("val", "test") if sizes[s] < targets[s]), "train")
-            if name != "train" and not parts["train"] and i == order[-1]:
-                name = "train"  # never leave train empty
-            parts[name].append(docs[i].text)
-            sizes[name] += len(docs[i].text)
-        return {s: "".join(parts[s]) for s in SPLITS}
+        dealt = document_splits([len(d.text) for d in docs], val_fraction, test_fraction, seed)
+        return {s: "".join(docs[i].text for i, name in dealt if name == s) for s in SPLITS}
     raise UserError(f"data.split={mode!r} is unknown; use tail or documents")
+
+
+def document_splits(sizes: list[int], val_fraction: float, test_fraction: float,
+                    seed: int) -> list[tuple[int, str]]:
+    """(document index, split) in dealing order under data.split=documents: the documents (of
+    `sizes` characters) shuffled with the seed and dealt to val, then test, until each holds its
+    share; train is never empty. Each split's text is its documents in this order."""
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    targets = {"val": val_fraction * sum(sizes), "test": test_fraction * sum(sizes)}
+    filled = dict.fromkeys(SPLITS, 0)
+    dealt, n_train = [], 0
+    for i in order:
+        name = next((s for s in ("val", "test") if filled[s] < targets[s]), "train")
+        if name != "train" and not n_train and i == order[-1]:
+            name = "train"  # never leave train empty
+        dealt.append((int(i), name))
+        filled[name] += sizes[i]
+        n_train += name == "train"
+    return dealt
