@@ -192,3 +192,55 @@ def test_a_run_on_conversations_trains_scores_assistant_tokens_and_records_its_t
 
     tok = load_tokenizer(os.path.join(tmp_path, "sft", "tokenizer"))
     assert trained_template(str(tmp_path / "sft"), tok).role_tokens
+
+
+def tiny_play(title: str, a: str, b: str) -> str:
+    speeches = "".join(f"**{a}**  \nWhat news of {title}, good {b}?\n\n**{b}**  \nNone, my lord {a}.\n\n"
+                       for _ in range(3))
+    return f"# {title}\n\n## ACT I\n\n### SCENE I. A room.\n\n{speeches}"
+
+
+def test_dialogues_hold_out_the_plays_a_documents_split_base_never_read(monkeypatch):
+    from configs.default import get_config
+    from gptjax.data import dialogues, splits
+    from gptjax.data.cleaning import clean
+    from gptjax.data.sources import Document
+
+    docs = [Document(f"p{i}.md", tiny_play(f"Play{i}", f"KING{i}", f"LORD{i}") * (1 + i % 3)) for i in range(8)]
+    monkeypatch.setattr(dialogues, "plays", lambda markdown=True: iter(docs))
+    c = get_config()
+    c.data.source, c.data.split, c.data.tokenizer, c.data.vocab_size = "dialogues", "documents", "bpe", 300
+    c.data.val_fraction = c.data.test_fraction = 0.2
+    corpus = dialogues.prepare_dialogues(c.data, seed=3, block_size=128)
+    cleaned, _ = clean(docs, c.data.clean)
+    base = splits.split_text(cleaned, "documents", 0.2, 0.2, 3)  # what a base with the same data.* trains on
+    template = ChatTemplate(corpus.tokenizer)
+    for name, packed in corpus.packed.items():
+        text = "".join(t.text for row in packed.tokens for t in template.parse(row) if t.role == "system")
+        kings = {w.rstrip(",") for w in text.split() if w.startswith("LORD") or w.startswith("KING")}
+        in_base = {w for w in kings if w in base[name]}
+        assert kings and in_base == kings, name  # each split's personas come from that split's plays
+
+
+def test_a_character_name_becomes_the_persona_training_used():
+    from gptjax.cli.chat import system_text
+    from gptjax.data.dialogues import character_persona, parse_play
+
+    played = [parse_play("p0.md", tiny_play("Play0", "KING0", "LORD0"))]
+    assert character_persona("LORD0", played) == "You are LORD0, in *Play0*."
+    assert character_persona("NOBODY", played) is None
+    assert system_text("HAMLET") == "You are HAMLET, in *Hamlet*."
+    assert system_text("You are a helpful assistant.") == "You are a helpful assistant."
+
+
+def test_the_chat_record_decides_the_template(tmp_path):
+    from gptjax.data.chat_template import CHAT_RECORD
+
+    tok = with_role_tokens(gpt2_like_tokenizer())
+    assert trained_template(str(tmp_path), tok).role_tokens  # no record: as the tokenizer allows
+    (tmp_path / CHAT_RECORD).write_text(json.dumps({"template": "plain"}))
+    assert not trained_template(str(tmp_path), tok).role_tokens
+    (tmp_path / CHAT_RECORD).write_text(json.dumps({"template": "role_tokens"}))
+    assert trained_template(str(tmp_path), tok).role_tokens
+    with pytest.raises(UserError, match="role tokens"):
+        trained_template(str(tmp_path), gpt2_like_tokenizer())

@@ -1,12 +1,16 @@
 """Chat with a trained model in the terminal: `python -m gptjax.chat --workdir runs/x`.
 
 The conversation itself is `gptjax.generate.chat_session.ChatSession`; this reads messages
-and commands: /reset, /persona TEXT, /temperature X, /save PATH, /quit.
+and commands: /reset, /persona TEXT, /temperature X, /save PATH, /quit. Prompts are rendered
+with the template the model was trained with (the workdir's chat.json). A persona that names a
+character of the plays (`--persona HAMLET`) becomes the system text the persona fine-tuning
+used ("You are HAMLET, in *Hamlet*."); any other persona is the system text as written.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import TextIO
 
@@ -29,7 +33,7 @@ def command(session: ChatSession, line: str, out: TextIO) -> bool:
         session.turns = []
         out.write("(history cleared)\n")
     elif name == "persona":
-        session.persona = arg
+        session.persona = system_text(arg)
         out.write(f"(persona {'set' if arg else 'removed'})\n")
     elif name == "temperature":
         try:
@@ -46,6 +50,23 @@ def command(session: ChatSession, line: str, out: TextIO) -> bool:
     else:
         raise UserError(f"/{name} is not a command; {HELP}")
     return True
+
+
+def system_text(persona: str) -> str:
+    """The system text of a persona: a character of the plays as in training, else as written."""
+    words = persona.split()
+    if not words or len(words) > 4 or any(ch in persona for ch in ".,;:!?*"):
+        return persona
+    from gptjax.data.dialogues import character_persona
+
+    return character_persona(persona.strip(), the_plays()) or persona
+
+
+@functools.cache
+def the_plays():
+    from gptjax.data.dialogues import parsed_plays
+
+    return parsed_plays()
 
 
 def repl(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
@@ -86,7 +107,8 @@ def converse(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m gptjax.chat", description="Chat with a trained model.")
     p.add_argument("--workdir", required=True, help="directory of a trained model")
-    p.add_argument("--persona", default="", help="system message that sets who the assistant is")
+    p.add_argument("--persona", default="",
+                   help="who the assistant is: a character of the plays (e.g. HAMLET) or a system message")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top_k", type=int, default=0)
     p.add_argument("--top_p", type=float, default=0.95)
@@ -99,12 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     def run() -> None:
+        from gptjax.data.chat_template import trained_template
         from gptjax.workdir import load_model
 
         model, tokenizer, _ = load_model(args.workdir)
         settings = GenerationSettings(strategy="sample", temperature=args.temperature, top_k=args.top_k,
                                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
-        repl(ChatSession(Generator(model, tokenizer), settings, args.persona), sys.stdin, sys.stdout)
+        session = ChatSession(Generator(model, tokenizer), settings, system_text(args.persona),
+                              trained_template(args.workdir, tokenizer))
+        repl(session, sys.stdin, sys.stdout)
 
     guarded(run)
 

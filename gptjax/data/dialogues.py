@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from typing import Iterable, NamedTuple, Sequence
 
 from gptjax.data import conversations as conv
@@ -103,6 +104,14 @@ def parse_play(name: str, markdown: str) -> Play:
 
 def persona_text(character: str, title: str) -> str:
     return f"You are {character}, in *{title}*."
+
+
+def character_persona(name: str, played: Sequence[Play]) -> str | None:
+    """The system text the persona conversations give `name` (a speaker as the plays print it,
+    e.g. HAMLET), or None if no play has that speaker; a name several plays share takes the play
+    where it speaks most."""
+    counts = Counter(play.title for play in played for scene in play.scenes for s in scene if s.speaker == name)
+    return persona_text(name, counts.most_common(1)[0][0]) if counts else None
 
 
 def alternating_runs(scene: Sequence[Speech]) -> Iterable[Sequence[Speech]]:

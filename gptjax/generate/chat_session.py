@@ -20,9 +20,12 @@ from gptjax.generate.settings import GenerationSettings
 class ChatSession:
     """A conversation with one model: its history, persona and sampling settings."""
 
-    def __init__(self, generator: Generator, settings: GenerationSettings, persona: str = ""):
+    def __init__(self, generator: Generator, settings: GenerationSettings, persona: str = "",
+                 template: ChatTemplate | None = None):
+        """template: the one the model was trained with (`trained_template`); default: the
+        template its tokenizer allows."""
         self.generator = generator
-        self.template = ChatTemplate(generator.tokenizer)
+        self.template = template if template is not None else ChatTemplate(generator.tokenizer)
         self.settings = dataclasses.replace(settings, stop_tokens=self.template.stop_tokens,
                                             stop_strings=self.template.stop_strings, overflow="sliding")
         self.settings.checked(generator.cfg.vocab_size, generator.block_size)
