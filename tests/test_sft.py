@@ -244,3 +244,27 @@ def test_the_chat_record_decides_the_template(tmp_path):
     assert trained_template(str(tmp_path), tok).role_tokens
     with pytest.raises(UserError, match="role tokens"):
         trained_template(str(tmp_path), gpt2_like_tokenizer())
+
+
+def test_the_study_scores_assistant_tokens_and_asks_each_prompt_of_two_characters():
+    from gptjax.data import conversations as conv
+    from gptjax.eval import persona_study as study
+
+    tok = with_role_tokens(gpt2_like_tokenizer())
+    template = ChatTemplate(tok)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16),
+                rngs=nnx.Rngs(0))
+    convs = [conv.Conversation((Turn("system", "You are KING0, in *Play0*."), Turn("user", "the king"),
+                                Turn("assistant", "long live" + " the king" * i)), f"g{i}", f"x:{i}") for i in range(5)]
+    scored = study.assistant_bpc(model, template, convs, 64)
+    assert scored["tokens"] == sum(int(template.render(c.turns)[1].sum()) for c in convs)
+    assert np.isfinite(scored["bits_per_char"])
+
+    class Judge:
+        labels = ["KING0 (Play0)", "LORD0 (Play0)", "DUKE (Other Play)"]
+
+    fp = study.fidelity_prompts(Judge(), convs, seed=0)
+    assert len(set(fp.requested)) == 3 and all(r != w for r, w in zip(fp.right, fp.wrong))
+    assert all(study.persona_text(*study.label_parts(r)) == s for r, s in zip(fp.requested, fp.right))
+    assert fp.prompts[0] == list(convs[0].turns[:2])
+    assert study.overlap(["long live the king"], ["long live the king"])["bleu"] == pytest.approx(100.0)

@@ -187,8 +187,17 @@ def write_dialogues(path: str, played: Sequence[Play], max_exchanges: int = 4) -
 
 
 def prepare_dialogues(data_config, seed: int, block_size: int, tokenizer=None) -> conv.ConversationCorpus:
-    """data.source=dialogues: the plays' persona conversations, whole plays per split, packed
-    for fine-tuning like data.source=conversations (data.max_exchanges exchanges a conversation).
+    """data.source=dialogues: the plays' persona conversations (`split_dialogues`), packed for
+    fine-tuning like data.source=conversations."""
+    by_split = split_dialogues(data_config, seed)
+    count = sum(len(cs) for cs in by_split.values())
+    stats = conv.ReadStats(lines=count, conversations=count)
+    return conv.pack_corpus(data_config, by_split, stats, seed, block_size, tokenizer)
+
+
+def split_dialogues(data_config, seed: int) -> dict[str, list[conv.Conversation]]:
+    """The persona conversations of each split, whole plays per split (data.max_exchanges
+    exchanges a conversation).
 
     With data.split=documents each play goes to the split that data.source=plays with the same
     seed, fractions and cleaning gives it, so a base pretrained that way never read the plays
@@ -196,17 +205,13 @@ def prepare_dialogues(data_config, seed: int, block_size: int, tokenizer=None) -
     `dialogue_splits` does."""
     played = parsed_plays()
     max_exchanges = data_config.get("max_exchanges", 4)
-    if data_config.split == "documents":
-        from gptjax.data import cleaning, splits as text_splits
+    if data_config.split != "documents":
+        return dialogue_splits(played, data_config.val_fraction, data_config.test_fraction, seed, max_exchanges)
+    from gptjax.data import cleaning, splits as text_splits
 
-        docs, _ = cleaning.clean(list(plays(markdown=data_config.plays_markdown)), data_config.clean)
-        dealt = text_splits.document_splits([len(d.text) for d in docs], data_config.val_fraction,
-                                            data_config.test_fraction, seed)
-        split_of = {docs[i].name: name for i, name in dealt}
-        by_split = {name: [c for p in played if split_of.get(p.name) == name
-                           for c in play_conversations(p, max_exchanges)] for name in conv.SPLITS}
-    else:
-        by_split = dialogue_splits(played, data_config.val_fraction, data_config.test_fraction, seed, max_exchanges)
-    count = sum(len(cs) for cs in by_split.values())
-    stats = conv.ReadStats(lines=count, conversations=count)
-    return conv.pack_corpus(data_config, by_split, stats, seed, block_size, tokenizer)
+    docs, _ = cleaning.clean(list(plays(markdown=data_config.plays_markdown)), data_config.clean)
+    dealt = text_splits.document_splits([len(d.text) for d in docs], data_config.val_fraction,
+                                        data_config.test_fraction, seed)
+    split_of = {docs[i].name: name for i, name in dealt}
+    return {name: [c for p in played if split_of.get(p.name) == name for c in play_conversations(p, max_exchanges)]
+            for name in conv.SPLITS}
