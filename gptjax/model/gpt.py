@@ -411,7 +411,6 @@ def packed_layout(segments: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mask[:, None], t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
 
 
-
 class GPT(nnx.Module):
     """A decoder-only transformer language model.
 
