@@ -141,29 +141,25 @@ CHAT_RECORD = "chat.json"
 
 
 def write_chat_record(workdir: str, corpus) -> None:
-    """Record in the workdir which template a model was trained with: the role-token template
-    (with its token ids) for conversations, none for plain text, so chatting renders exactly what
-    training saw."""
+    """Record in the workdir of a model trained on conversations which template it was trained
+    with (the role-token one with its ids, or the plain one), so chatting renders exactly what
+    training saw. A model trained on text gets no record."""
+    if not hasattr(corpus, "packed"):
+        return
     template = ChatTemplate(corpus.tokenizer)
-    trained = hasattr(corpus, "packed") and template.role_tokens
-    record = {"template": "role_tokens" if trained else ("plain" if hasattr(corpus, "packed") else "none")}
-    if trained:
-        record["role_tokens"] = {t: corpus.tokenizer.special_ids[t] for t in
-                                 [f"<|{r}|>" for r in ROLES] + ["<|end|>"]}
+    record: dict = {"template": "role_tokens" if template.role_tokens else "plain"}
+    if template.role_tokens:
+        record["role_tokens"] = {t: corpus.tokenizer.special_ids[t] for t in [f"<|{r}|>" for r in ROLES] + ["<|end|>"]}
     with open(os.path.join(workdir, CHAT_RECORD), "w") as f:
         json.dump(record, f, indent=1)
 
 
 def trained_template(workdir: str, tokenizer: Tokenizer) -> ChatTemplate:
-    """The template a workdir's model was trained with (chat.json); without a record, or for a
-    model trained on plain text, the template its tokenizer allows, as before records existed."""
+    """The template a workdir's model was trained with (chat.json); without a record (a model
+    trained on text) the template its tokenizer allows, as before records existed."""
     path = os.path.join(workdir, CHAT_RECORD)
     if not os.path.exists(path):
         return ChatTemplate(tokenizer)
     with open(path) as f:
         kind = json.load(f).get("template")
-    if kind == "role_tokens":
-        return ChatTemplate(tokenizer, role_tokens=True)
-    if kind == "plain":
-        return ChatTemplate(tokenizer, role_tokens=False)
-    return ChatTemplate(tokenizer)
+    return ChatTemplate(tokenizer, role_tokens=kind == "role_tokens")
