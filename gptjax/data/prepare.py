@@ -35,16 +35,19 @@ class Corpus:
     cache_dir: str
 
 
-def prepare(data_config, seed: int, block_size: int = 0) -> Corpus | conversations.ConversationCorpus:
+def prepare(data_config, seed: int, block_size: int = 0,
+            tokenizer: tokenizers.Tokenizer | None = None) -> Corpus | conversations.ConversationCorpus:
     """The token streams of each split; for data.source=conversations, the packed windows of
     block_size + 1 tokens (see data/conversations.py), which need the model's block_size;
-    data.source=dialogues makes those conversations from the plays (data/dialogues.py)."""
+    data.source=dialogues makes those conversations from the plays (data/dialogues.py). Conversations
+    are rendered with `tokenizer` when given (a base model's, with the role tokens: see
+    data/role_tokens.py), else with one built from the training conversations."""
     if data_config.source == "conversations":
-        return conversations.prepare_conversations(data_config, seed, block_size)
+        return conversations.prepare_conversations(data_config, seed, block_size, tokenizer)
     if data_config.source == "dialogues":  # the plays' persona conversations (data/dialogues.py)
         from gptjax.data.dialogues import prepare_dialogues
 
-        return prepare_dialogues(data_config, seed, block_size)
+        return prepare_dialogues(data_config, seed, block_size, tokenizer)
     if data_config.source == "prepared":  # sharded by `python -m gptjax.prepare`, memory-mapped
         from gptjax.data.shard_reader import load_prepared
 
