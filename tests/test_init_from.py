@@ -132,3 +132,15 @@ def test_bad_sources_are_one_clear_line_and_exit_2_with_nothing_written(base, gp
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert (tree_digest(tmp_path), tree_digest(base[0])) == before
+
+
+def test_a_sweep_run_starts_from_an_earlier_run_of_the_same_seed():
+    from gptjax.experiments import Run, sibling_init
+
+    runs = [Run("pretrain", 0, {}), Run("fine-tuned", 0, {"train.init_from": "run:pretrain", "train.steps": 3}),
+            Run("orphan", 0, {"train.init_from": "run:later"}), Run("later", 0, {})]
+    assert sibling_init(runs[1], runs, 2, "runs/demo") == {"train.init_from": os.path.join("runs/demo", "pretrain-s2"),
+                                                           "train.steps": 3}
+    assert sibling_init(runs[0], runs, 2, "runs/demo") == {}
+    with pytest.raises(UserError, match="'run:later', which is not a model run listed before it"):
+        sibling_init(runs[2], runs, 0, "runs/demo")
