@@ -24,6 +24,7 @@ from flax import nnx
 
 from gptjax.data.tokenizers import Tokenizer
 from gptjax.errors import UserError
+from gptjax.model import build_model
 from gptjax.train import state as state_lib
 from gptjax.train.step import TrainState
 from gptjax.workdir import write_json
@@ -146,13 +147,20 @@ def initial_state(source: Source, config, vocab_size: int, tx, shardings: TrainS
     """The train state at step 0 with the source's weights and a fresh optimizer, sharded."""
     _, abstract_params, abstract_rest = state_lib.abstract_model(config.model, vocab_size, config.seed)
     params = graft(abstract_params, source.params, config.train.init_from)
-    fresh_rest = state_lib.init_state(config.model, vocab_size, config.seed, tx, shardings).rest
-    rest = graft_matching(fresh_rest, source.rest)
+    rest = graft_matching(fresh_rest(config, vocab_size, shardings.rest), source.rest)
 
     def build(params, rest):
         return TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
 
     return jax.jit(build, out_shardings=shardings)(params, rest)
+
+
+def fresh_rest(config, vocab_size: int, sharding) -> nnx.State:
+    """The non-parameter state of a freshly built model; XLA drops the unused parameter init."""
+    def build():
+        return nnx.split(build_model(config.model, vocab_size, nnx.Rngs(config.seed)), nnx.Param, ...)[2]
+
+    return jax.jit(build, out_shardings=sharding)()
 
 
 def graft_matching(target: nnx.State, source: nnx.State) -> nnx.State:
