@@ -35,8 +35,8 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
     `overrides`: the dotted config keys set on the command line (see train/init_from.py)."""
     started = time.time()
     config_checks.check_config(config)
-    config, source = init_from.resolve(config, overrides)  # the source's architecture and tokenizer
     distributed.initialize(config)  # before anything starts a JAX backend
+    config, source = init_from.resolve(config, overrides)  # the source's architecture and tokenizer
     main_process = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     config_checks.check_workdir(config, workdir)
@@ -52,7 +52,8 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
     if main_process:
         save_tokenizer(corpus, workdir)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
-        write_json(os.path.join(workdir, "environment.json"), environment.environment(config.seed) | init_from.provenance(source))
+        write_json(os.path.join(workdir, "environment.json"),
+                   environment.environment(config.seed) | init_from.provenance(source))
 
     mesh = mesh_lib.build_mesh(config.mesh)
     vocab = corpus.tokenizer.vocab_size
