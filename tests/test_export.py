@@ -20,10 +20,13 @@ def export(*args):
     return subprocess.run([sys.executable, "-m", "gptjax.export", *args], cwd=ROOT, capture_output=True, text=True)
 
 
+def fine_tune(gpt2_dir, config, workdir):  # noqa: F811
+    config.train.init_from, config.data.tokenizer, config.train.steps = f"hf:{gpt2_dir}", "bpe", 5
+    run(config, workdir)
+
+
 def test_a_fine_tuned_gpt2_goes_out_with_the_logits_gptjax_computes(gpt2_dir, tiny_config, tmp_path):  # noqa: F811
-    c = tiny_config
-    c.train.init_from, c.data.tokenizer, c.train.steps = f"hf:{gpt2_dir}", "bpe", 5
-    run(c, str(tmp_path / "ft"))
+    fine_tune(gpt2_dir, tiny_config, str(tmp_path / "ft"))
     done = export("--workdir", str(tmp_path / "ft"), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert "exported" in done.stdout
@@ -46,3 +49,26 @@ def test_a_missing_workdir_is_one_clear_line(tmp_path):
     done = export("--workdir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and "no trained model" in done.stderr and done.stderr.count("\n") == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_a_lora_adapter_is_merged_into_the_exported_weights(gpt2_dir, tiny_config, tmp_path):  # noqa: F811
+    import jax
+    from flax import nnx
+
+    from gptjax.model import lora
+
+    fine_tune(gpt2_dir, tiny_config, str(tmp_path / "ft"))
+    model, _, _ = load_model(str(tmp_path / "ft"))
+    checksum = lora.base_checksum(model)
+    lora.apply_lora(model, lora.LoRASettings.create(2, 4.0, "attn"), nnx.Rngs(0))
+    for i, (_, layer) in enumerate(lora.adapted_layers(model)):
+        b = layer.lora.lora_b
+        b.set_value(0.05 * jax.random.normal(jax.random.key(i), b.get_value().shape))
+    lora.save_adapter(model, str(tmp_path / "adapter"), checksum)
+    done = export("--workdir", str(tmp_path / "ft"), "--out", str(tmp_path / "out"),
+                  "--adapter", str(tmp_path / "adapter"))
+    assert done.returncode == 0, done.stderr
+    exported, _ = gpt2.load_gpt2(str(tmp_path / "out"))
+    np.testing.assert_allclose(np.asarray(exported(jnp.asarray(IDS))), np.asarray(model(jnp.asarray(IDS))), atol=1e-5)
+    plain, _, _ = load_model(str(tmp_path / "ft"))
+    assert not np.allclose(np.asarray(plain(jnp.asarray(IDS))), np.asarray(model(jnp.asarray(IDS))), atol=1e-3)
