@@ -105,6 +105,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.peak_flops = 0.0           # FLOP/s of one device for MFU; 0 = known chip or measured
     c.train.max_nonfinite_steps = 10   # skipped updates (non-finite loss or gradient) in a row before the run stops
     c.train.progress_every_seconds = 30.0  # a progress line this often when the output is not a terminal; 0 = every call
+    c.train.init_from = ""             # start from a model: a gptjax workdir, or hf:/path/to/gpt2-dir (train/init_from.py)
 
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, preset=""))  # preset: dp | fsdp | fsdp+tp
     # Multi-process runs (docs/scaling_out.md); GPTJAX_* / JAX_COORDINATOR_ADDRESS also start one.

@@ -7,7 +7,9 @@ A sweep is a config file whose get_config() returns
           dict(name="lstm", overrides={"model.kind": "lstm", "model.n_embd": 256}), ...]
 
 and `python -m gptjax.main --config experiments/<name>.py --workdir runs/<name>` trains each
-(run, seed) in `runs/<name>/<run>-s<seed>/` with `gptjax.train.run`. A run whose
+(run, seed) in `runs/<name>/<run>-s<seed>/` with `gptjax.train.run`. A run may start from
+another run of the same sweep and seed: `overrides={"train.init_from": "run:pretrain"}` (that
+run must come earlier in `runs`). A run whose
 summary.json exists is skipped, so an interrupted sweep resumes where it stopped (the run it
 stopped in resumes from its checkpoint). N-gram runs are trained on the train split and
 scored on the same tokens as the models (`eval.max_tokens`).
@@ -101,6 +103,22 @@ def run_config(base, seed: int, overrides: dict):
     return config
 
 
+SIBLING = "run:"
+
+
+def sibling_init(run: Run, runs: list[Run], seed: int, workdir: str) -> dict:
+    """The run's overrides with `train.init_from=run:NAME` pointed at NAME's workdir for this seed."""
+    target = run.overrides.get("train.init_from", "")
+    if not isinstance(target, str) or not target.startswith(SIBLING):
+        return run.overrides
+    name = target[len(SIBLING):]
+    earlier = [r.name for r in runs[:runs.index(run)] if not r.ngram_order]
+    if name not in earlier:
+        raise UserError(f"sweep run {run.name!r} starts from {target!r}, which is not a model run listed before it "
+                        f"(earlier: {earlier}); list that run first")
+    return {**run.overrides, "train.init_from": os.path.join(workdir, f"{name}-s{seed}")}
+
+
 class NgramCache:
     """n-gram results by (corpus, order, eval.max_tokens): seeds that share a corpus share the numbers."""
 
@@ -137,7 +155,7 @@ def run_one(run: Run, config, workdir: str, ngrams: NgramCache) -> dict:
         summary = ngrams.summary(config, run.ngram_order)
         write_json(path, summary)
         return summary
-    return train.run(config, workdir)
+    return train.run(config, workdir, run.overrides)
 
 
 def record(run: Run, config, seed: int, summary: dict, workdir: str) -> dict:
@@ -164,7 +182,7 @@ def run_sweep(sweep, workdir: str) -> list[dict]:
     for run in ordered:
         for seed in sweep.seeds:
             run_dir = os.path.join(workdir, f"{run.name}-s{seed}")
-            config = run_config(sweep.base, seed, run.overrides)
+            config = run_config(sweep.base, seed, sibling_init(run, runs, seed, workdir))
             records.append(record(run, config, seed, run_one(run, config, run_dir, ngrams), run_dir))
     write_json(os.path.join(workdir, "results.json"), {"records": records})
     table = results_table(records)

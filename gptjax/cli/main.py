@@ -32,7 +32,8 @@ def train(argv: list[str]) -> None:
         return
     from gptjax.train import run
 
-    guarded(lambda: run(FLAGS.config, FLAGS.workdir))
+    overrides = config_flags.get_override_values(FLAGS["config"])  # what train.init_from must not contradict
+    guarded(lambda: run(FLAGS.config, FLAGS.workdir, overrides))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,9 @@ def prepare(data_config, seed: int, block_size: int = 0,
     block_size + 1 tokens (see data/conversations.py), which need the model's block_size;
     data.source=dialogues makes those conversations from the plays (data/dialogues.py). Conversations
     are rendered with `tokenizer` when given (a base model's, with the role tokens: see
-    data/role_tokens.py), else with one built from the training conversations."""
+    data/role_tokens.py), else with one built from the training conversations. For text, `tokenizer` encodes
+    instead of one trained on the train split (a model's own, when fine-tuning), and the
+    cache is then keyed by its fingerprint."""
     if data_config.source == "conversations":
         return conversations.prepare_conversations(data_config, seed, block_size, tokenizer)
     if data_config.source == "dialogues":  # the plays' persona conversations (data/dialogues.py)
@@ -57,17 +59,27 @@ def prepare(data_config, seed: int, block_size: int = 0,
     if not docs:
         raise UserError(f"nothing is left of the corpus after cleaning ({sources.describe(data_config)}); "
                         "lower data.clean.min_chars")
-    key = cache_key(docs, data_config, seed)
+    key = cache_key(docs, data_config, seed, tokenizer)
     directory = os.path.join(os.path.expanduser(data_config.cache_dir), key)
     if not os.path.exists(os.path.join(directory, "meta.json")):
-        build_cache(docs, data_config, seed, clean_stats, directory)
+        build_cache(docs, data_config, seed, clean_stats, directory, tokenizer)
     return load_cache(directory)
 
 
-def cache_key(docs: list[sources.Document], data_config, seed: int) -> str:
+def fingerprint(tok: tokenizers.Tokenizer) -> str:
+    """The fingerprint of a tokenizer as saved: equal fingerprints cut text the same way."""
+    with tempfile.TemporaryDirectory() as d:
+        tok.save(d)
+        return tokenizers.tokenizer_id(d)
+
+
+def cache_key(docs: list[sources.Document], data_config, seed: int,
+              tokenizer: tokenizers.Tokenizer | None = None) -> str:
     h = hashlib.sha256()
     settings = {k: data_config[k] for k in ("split", "val_fraction", "test_fraction", "tokenizer",
                                             "vocab_size", "unknown")}
+    if tokenizer is not None:
+        settings.update(tokenizer=f"given:{fingerprint(tokenizer)}", vocab_size=None, unknown=None)
     settings.update(version=CACHE_VERSION, seed=seed if data_config.split == "documents" else None)
     h.update(json.dumps(settings, sort_keys=True).encode())
     for d in docs:
@@ -76,13 +88,14 @@ def cache_key(docs: list[sources.Document], data_config, seed: int) -> str:
     return h.hexdigest()[:20]
 
 
-def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str) -> None:
+def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str,
+                tokenizer: tokenizers.Tokenizer | None = None) -> None:
     texts = splits.split_text(docs, data_config.split, data_config.val_fraction,
                               data_config.test_fraction, seed)
     if not texts["train"] or not texts["val"]:
         raise UserError(f"the corpus ({len(''.join(texts.values()))} characters) is too small to give "
                         "non-empty train and val splits; add text")
-    tok = tokenizers.build_tokenizer(data_config, texts["train"])
+    tok = tokenizer or tokenizers.build_tokenizer(data_config, texts["train"])
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Iterable
 
 import jax
 import numpy as np
@@ -21,7 +22,7 @@ from gptjax.data.chat_template import write_chat_record
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.generate.reference import generate_uncached
-from gptjax.train import config_checks, distributed, environment, report
+from gptjax.train import config_checks, distributed, environment, init_from, ngram_figures, report
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.batch_source import describe
@@ -32,11 +33,13 @@ from gptjax.train.optimizer import build_optimizer
 from gptjax.workdir import write_json
 
 
-def run(config, workdir: str) -> dict:
-    """Train and evaluate the model `config` describes; returns the summary it writes."""
+def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
+    """Train and evaluate the model `config` describes; returns the summary it writes.
+    `overrides`: the dotted config keys set on the command line (see train/init_from.py)."""
     started = time.time()
     config_checks.check_config(config)
     distributed.initialize(config)  # before anything starts a JAX backend
+    config, source = init_from.resolve(config, overrides)  # the source's architecture and tokenizer
     main_process = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     config_checks.check_workdir(config, workdir)
@@ -47,13 +50,15 @@ def run(config, workdir: str) -> dict:
         checkpoints.close()
         return finished_summary(workdir, saved, summary_path)
 
-    corpus = prepare(config.data, config.seed, config.model.block_size)
+    corpus = prepare(config.data, config.seed, config.model.block_size,
+                     tokenizer=source.tokenizer if source else None)
     config_checks.check_corpus(config, corpus)
     if main_process:
         save_tokenizer(corpus, workdir)
         write_chat_record(workdir, corpus)
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
-        write_json(os.path.join(workdir, "environment.json"), environment.environment(config.seed))
+        write_json(os.path.join(workdir, "environment.json"),
+                   environment.environment(config.seed) | init_from.provenance(source))
 
     mesh = mesh_lib.build_mesh(config.mesh)
     vocab = corpus.tokenizer.vocab_size
@@ -65,6 +70,8 @@ def run(config, workdir: str) -> dict:
         target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings)
         state, loop = checkpoints.restore(target)
         print(f"resuming from step {loop.step} in {workdir}")
+    elif source is not None:
+        state, loop = init_from.initial_state(source, config, vocab, tx, shardings), LoopState()
     else:
         state, loop = state_lib.init_state(config.model, vocab, config.seed, tx, shardings), LoopState()
     n_params = state_lib.count_params(abstract_params)
@@ -73,6 +80,9 @@ def run(config, workdir: str) -> dict:
 
     trainer = Trainer(config, corpus, mesh, graphdef, tx, shardings)
     print(trainer.memory_report(state))
+    if source is not None and saved is None:  # the base's figures on this data, for the report
+        init_from.write_base(workdir, trainer.full_split(state.params, state.rest, "val"),
+                             write_samples(config, corpus, graphdef, state.params, state.rest, workdir, "base"))
     clock = RunClock(loop.wall_seconds, started)  # a run's clock includes preparing its data, in every process
     log = MetricsLog(workdir, loop.step)
     try:
@@ -102,7 +112,8 @@ def run(config, workdir: str) -> dict:
                         f"{split}_bpb": scores["bits_per_byte"], f"{split}_perplexity": scores["perplexity"]})
     if main_process:
         write_json(os.path.join(workdir, "summary.json"), summary)
-        report.write_report(workdir, config, summary, getattr(corpus, "cleaning", {}), samples)
+        report.write_report(workdir, config, summary, getattr(corpus, "cleaning", {}), samples,
+                            ngram_figures.figures(corpus, config, workdir), init_from.read_base(workdir))
         scores = "".join(f", {split} {summary[f'{split}_bpc']:.3f} bits/char" for split in final)
         print(f"done: best val loss {summary['best_val_loss']:.4f}{scores}; report in {os.path.join(workdir, 'report.md')}")
     return summary
@@ -142,7 +153,8 @@ def copy_tokenizer(source: str, workdir: str) -> None:
                         "use a new --workdir")
 
 
-def write_samples(config, corpus: Corpus, graphdef, params, rest, workdir: str) -> list[tuple[str, str]]:
+def write_samples(config, corpus: Corpus, graphdef, params, rest, workdir: str,
+                  name: str = "samples") -> list[tuple[str, str]]:
     sc, tok = config.sample, corpus.tokenizer
     samples = []
     for i, prompt in enumerate(sc.prompts):
@@ -154,7 +166,7 @@ def write_samples(config, corpus: Corpus, graphdef, params, rest, workdir: str) 
         samples.append((prompt, tok.decode(np.asarray(out))))
     if jax.process_index() != 0:
         return samples
-    with open(os.path.join(workdir, "samples.txt"), "w", encoding="utf-8") as f:
+    with open(os.path.join(workdir, f"{name}.txt"), "w", encoding="utf-8") as f:
         for prompt, text in samples:
             f.write(f"=== prompt: {prompt!r}\n{prompt}{text}\n\n")
     return samples

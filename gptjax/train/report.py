@@ -32,11 +32,35 @@ def plot_losses(workdir: str, records: list[dict]) -> str | None:
     return path
 
 
+def environment_init(workdir: str) -> dict:
+    """The `init_from` record of environment.json: path and checksum of the starting weights."""
+    with open(os.path.join(workdir, "environment.json")) as f:
+        return json.load(f).get("init_from", {})
+
+
+def sample_lines(samples) -> list[str]:
+    return [line for prompt, text in samples for line in (f"Prompt `{prompt!r}`:", "", "```", prompt + text, "```", "")]
+
+
 def fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_report(workdir: str, config, summary: dict, cleaning: dict, samples: list[tuple[str, str]]) -> None:
+def comparisons(summary: dict, ngrams: dict[int, float], base: dict | None) -> list[str]:
+    """The model's validation bits per char beside the n-grams' (and the base model's, when the
+    run started from one) on the same split."""
+    if "val_bpc" not in summary or not (ngrams or base):
+        return []
+    rows = [f"| this model | {summary['val_bpc']:.4f} |"]
+    if base is not None:
+        rows.append(f"| base model (train.init_from), before fine-tuning | {base['val_bpc']:.4f} |")
+    rows += [f"| {order}-gram | {bpc:.4f} |" for order, bpc in sorted(ngrams.items())]
+    return ["## Against baselines (validation bits per char)", "", "| model | val bits/char |", "|---|---|",
+            *rows, ""]
+
+
+def write_report(workdir: str, config, summary: dict, cleaning: dict, samples: list[tuple[str, str]],
+                 ngrams: dict[int, float] | None = None, base: dict | None = None) -> None:
     records = read_metrics(workdir)
     plot = plot_losses(workdir, records)
     m, d, t = config.model, config.data, config.train
@@ -50,15 +74,17 @@ def write_report(workdir: str, config, summary: dict, cleaning: dict, samples: l
         f"- training: {t.steps} steps of {t.batch_size} x {m.block_size} tokens"
         + (f" (first rows:steps {t.batch_ramp})" if t.batch_ramp else "") + f", {t.optimizer} lr {t.learning_rate} "
         f"({t.schedule}, warmup {t.warmup_steps}), weight decay {t.weight_decay}, clip {t.grad_clip}",
-        f"- cleaning: {json.dumps(cleaning)}", "",
+        f"- cleaning: {json.dumps(cleaning)}",
+        *([f"- weights from: {json.dumps(environment_init(workdir))}"] if config.train.get("init_from") else []), "",
         "## Results", "",
         "| figure | value |", "|---|---|",
         *[f"| {k} | {fmt(v)} |" for k, v in summary.items()], "",
     ]
+    lines += comparisons(summary, ngrams or {}, base)
     if plot:
         lines += ["![loss curve](loss.png)", ""]
-    lines += ["## Samples", ""]
-    for prompt, text in samples:
-        lines += [f"Prompt `{prompt!r}`:", "", "```", prompt + text, "```", ""]
+    lines += ["## Samples", "", *sample_lines(samples)]
+    if base is not None and base["samples"]:
+        lines += ["## Samples of the base model (before fine-tuning)", "", *sample_lines(base["samples"])]
     with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
