@@ -76,7 +76,7 @@ def run_line(workdir: str, name: str, entry: int, base: int, base_config: dict) 
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
     return dict(name=name, entry=entry, seed=config["seed"], base=base,
-                overrides=overrides(config, base_config), summary=summary,
+                overrides=overrides(config, resolved(base_config)), summary=summary,
                 **curves(os.path.join(workdir, "metrics.jsonl")))
 
 
