@@ -38,13 +38,14 @@ def test_running_averages_update_in_training_and_serve_evaluation():
 
 
 def gpt_with_batchnorm(causal: bool) -> GPT:
-    cfg = GPTConfig(vocab_size=17, block_size=12, n_layer=2, n_head=2, n_embd=16, norm="batchnorm")
-    model = GPT(cfg, rngs=nnx.Rngs(0))
-    if causal:
-        for _, node in nnx.iter_graph(model):
-            if isinstance(node, Norm):
-                node.norm = CausalBatchNorm(16, epsilon=cfg.norm_eps, rngs=nnx.Rngs(0))
-    return model
+    norm = "causal_batchnorm" if causal else "batchnorm"
+    cfg = GPTConfig(vocab_size=17, block_size=12, n_layer=2, n_head=2, n_embd=16, norm=norm)
+    return GPT(cfg, rngs=nnx.Rngs(0))
+
+
+def test_config_string_builds_the_causal_norm():
+    norms = [node.norm for _, node in nnx.iter_graph(gpt_with_batchnorm(True)) if isinstance(node, Norm)]
+    assert len(norms) == 5 and all(isinstance(n, CausalBatchNorm) for n in norms)
 
 
 @pytest.mark.parametrize("causal", [True, False])

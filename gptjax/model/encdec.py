@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -28,7 +27,7 @@ from flax import nnx
 
 from gptjax.data.pairs import PairBatch
 from gptjax.model.gpt import (MLP, POS_ENCODINGS, GPTConfig, KVCache, LayerCache, Norm, Rotary, attention, axes,
-                              causal_mask, linear, rms)
+                              causal_mask, linear, residual_scale, rms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Attention(nnx.Module):
         self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
         self.c_q = linear(cfg, cfg.n_embd, cfg.n_embd, "embed", "heads", rngs)
         self.c_kv = linear(cfg, cfg.n_embd, 2 * cfg.n_embd, "embed", "heads", rngs)
-        self.c_proj = linear(cfg, cfg.n_embd, cfg.n_embd, "heads", "embed", rngs, 1.0 / math.sqrt(2 * cfg.n_layer))
+        self.c_proj = linear(cfg, cfg.n_embd, cfg.n_embd, "heads", "embed", rngs, residual_scale(cfg))
         self.attn_dropout = nnx.Dropout(cfg.attn_dropout)
         self.resid_dropout = nnx.Dropout(cfg.resid_dropout)
 
