@@ -25,17 +25,23 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
+def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int, *, split=None, loss_fn=None):
     """A function (state, batches (K, accum, B, T+1)) -> (state, metrics) doing K steps; metrics
-    holds (K,) arrays: `loss`, `grad_norm` (before clipping) and `finite` (False: update skipped)."""
+    holds (K,) arrays: `loss`, `grad_norm` (before clipping) and `finite` (False: update skipped).
+    `split(batch, index)` makes (inputs, targets) of a micro-batch (data.augment), `loss_fn(params,
+    rest, batch, key)` replaces the token loss (model.kind=encdec); see `gptjax.train.batch_source`."""
 
-    def loss_fn(params, rest, batch, key):
+    def token_loss(params, rest, batch, key, index):
         rngs = nnx.Rngs(dropout=key)
-        logits, new_rest = forward(graphdef, params, rest, batch[:, :-1], train=True, rngs=rngs)
-        loss = token_nll(logits, batch[:, 1:]).mean()
+        inputs, targets = (batch[:, :-1], batch[:, 1:]) if split is None else split(batch, index)
+        logits, new_rest = forward(graphdef, params, rest, inputs, train=True, rngs=rngs)
+        loss = token_nll(logits, targets).mean()
         return loss + optim.penalty(params, tc), (loss, new_rest)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    def given_loss(params, rest, batch, key, index):
+        return loss_fn(params, rest, batch, key)
+
+    grad_fn = jax.value_and_grad(token_loss if loss_fn is None else given_loss, has_aux=True)
 
     def one_step(state: TrainState, micro_batches):
         key = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -43,12 +49,12 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
         def accumulate(carry, xs):
             grads, loss, rest = carry
             batch, i = xs
-            (_, (l, rest)), g = grad_fn(state.params, rest, batch, jax.random.fold_in(key, i))
+            (_, (l, rest)), g = grad_fn(state.params, rest, batch, jax.random.fold_in(key, i), state.step * n + i)
             return (jax.tree.map(jnp.add, grads, g), loss + l, rest), None
 
         n = micro_batches.shape[0]
         if n == 1:
-            (_, (loss, rest)), grads = grad_fn(state.params, state.rest, micro_batches[0], key)
+            (_, (loss, rest)), grads = grad_fn(state.params, state.rest, micro_batches[0], key, state.step)
         else:
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             (grads, loss, rest), _ = jax.lax.scan(accumulate, (zeros, 0.0, state.rest),
