@@ -19,6 +19,8 @@ from flax import nnx
 
 def forward(graphdef, params, rest, idx, *, train: bool, rngs=None):
     """Logits of the model rebuilt from its arrays, and the updated non-trainable state."""
+    if train:  # under jax.grad, batch-norm statistics are updated in place: give them this trace's copies,
+        rest = jax.tree.map(jnp.copy, rest)  # or nnx refuses to mutate a value of the outer trace
     model = nnx.merge(graphdef, params, rest)
     logits = model(idx, train=train, rngs=rngs)
     _, _, new_rest = nnx.split(model, nnx.Param, ...)

@@ -71,7 +71,7 @@ def make_encdec_train_step(graphdef, tx: optax.GradientTransformation, tc, seed:
     (`make_train_step`, K steps, accumulation, skipped non-finite updates) with the pair loss."""
 
     def loss(params, rest, batch, key):
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(graphdef, params, jax.tree.map(jnp.copy, rest))  # see `gptjax.eval.scoring.forward`
         value, _ = encdec_loss(model, window_pairs(batch, src_len), train=True, rngs=nnx.Rngs(dropout=key))
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         return value + optim.penalty(params, tc), (value, new_rest)
