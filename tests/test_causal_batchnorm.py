@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -55,3 +56,24 @@ def test_gpt_in_train_mode_is_causal_only_with_causal_batchnorm(causal):
     before = gpt_with_batchnorm(causal)(idx, train=True)
     after = gpt_with_batchnorm(causal)(changed, train=True)
     assert np.allclose(after[:, :8], before[:, :8], atol=1e-5) == causal
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "causal_batchnorm"])
+def test_train_step_updates_batch_statistics(norm):
+    """Under jax.grad the statistics are written from inside the traced loss: the step must allow it."""
+    from configs.default import get_config
+    from gptjax.train import state as state_lib
+    from gptjax.train.optimizer import build_optimizer
+    from gptjax.train.step import make_train_step
+
+    c = get_config("smoke")
+    c.model.norm, c.model.block_size = norm, 8
+    graphdef, params, _ = state_lib.abstract_model(c.model, 17, 0)
+    tx = build_optimizer(c.train, params)
+    state = state_lib.fresh_state(c.model, 17, 0, tx)
+    batch = jnp.asarray(np.random.default_rng(3).integers(0, 17, size=(1, 1, 4, 9)), jnp.int32)
+    new, metrics = make_train_step(graphdef, tx, c.train, 0)(state, batch)
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.rest), jax.tree.leaves(new.rest))
+             if np.ndim(a) == 1]
+    assert moved and any(moved)
