@@ -36,6 +36,11 @@ def get_config(arg: str = "") -> ConfigDict:
     c.data.vocab_size = 4096           # bpe only
     c.data.unknown = "replace"         # char only: replace | error, for characters unseen in train
     c.data.cache_dir = "~/.cache/gptjax"
+    c.data.train_chars = 0             # the first N characters of the train split only; 0 = all of it
+    c.data.augment = "none"            # none | token_noise | span_mask | char_swap: train inputs corrupted
+    c.data.augment_rate = 0.15         # share of input tokens an augmentation touches
+    c.data.pairs = ""                  # model.kind=encdec: lm_split (a window's prefix -> continuation) | dialogues
+    c.data.src_len = 64                # encdec: source tokens (lm_split: the prefix; the target is the rest)
     # Large corpora: `python -m gptjax.prepare --out DIR` writes token shards, then data.source=prepared
     # and data.path=DIR train from them (docs/scaling_out.md).
     c.data.tokenizer_sample_chars = 200_000_000  # prepare: BPE trains on a seeded sample of this many train chars
@@ -46,16 +51,18 @@ def get_config(arg: str = "") -> ConfigDict:
     c.data.loader_prefetch = 8         # grain: steps read ahead
 
     c.model = ConfigDict()
-    c.model.kind = "gpt"               # gpt | lstm | gru
+    c.model.kind = "gpt"               # gpt | lstm | gru | encdec
+    c.model.n_encoder_layer = 2        # encdec: encoder depth (model.n_layer is the decoder's)
     c.model.block_size = 128
     c.model.n_layer = 4
     c.model.n_head = 4
     c.model.n_embd = 192
     c.model.mlp_ratio = 4
-    c.model.norm = "layernorm"         # layernorm | rmsnorm | batchnorm | none
+    c.model.norm = "layernorm"         # layernorm | rmsnorm | batchnorm | causal_batchnorm | none
     c.model.norm_eps = 1e-5
-    c.model.activation = "gelu"        # gelu | relu | relu2 | leaky_relu | elu | swiglu
+    c.model.activation = "gelu"        # gelu | relu | relu2 | leaky_relu | elu | swiglu | sigmoid | tanh
     c.model.init = "normal"            # normal | xavier | he
+    c.model.residual_scaling = True    # residual projections initialised 1/sqrt(2 n_layer) smaller (any init)
     c.model.pos_encoding = "rope"      # learned | sinusoidal | rope | none
     c.model.rope_theta = 10000.0
     c.model.qk_norm = False
@@ -103,6 +110,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.stop_below_bpc = 0.0       # stop once the whole validation split is below this many bits/char; 0 = off
     c.train.profile_steps = 0          # jax.profiler trace of this many steps into workdir/profile
     c.train.peak_flops = 0.0           # FLOP/s of one device for MFU; 0 = known chip or measured
+    c.train.log_layer_norms = False    # per-layer gradient / activation / weight norms in metrics.jsonl
     c.train.max_nonfinite_steps = 10   # skipped updates (non-finite loss or gradient) in a row before the run stops
     c.train.progress_every_seconds = 30.0  # a progress line this often when the output is not a terminal; 0 = every call
     c.train.init_from = ""             # start from a model: a gptjax workdir, or hf:/path/to/gpt2-dir (train/init_from.py)

@@ -69,12 +69,9 @@ def parse_runs(sweep) -> list[Run]:
             order = spec.get("order")
             if not isinstance(order, int) or order < 1:
                 raise UserError(f"sweep run {name!r} is an n-gram without an integer order >= 1; add order=5")
-            runs.append(Run(name, order, {}))
+            runs.append(Run(name, order, run_overrides(name, spec)))
         elif spec.get("kind") is None:
-            overrides = spec.get("overrides", {})
-            if not isinstance(overrides, dict):
-                raise UserError(f"sweep run {name!r}: overrides must be a dict of dotted config keys to values")
-            runs.append(Run(name, 0, dict(overrides)))
+            runs.append(Run(name, 0, run_overrides(name, spec)))
         else:
             raise UserError(f"sweep run {name!r} has kind={spec['kind']!r}; use kind='ngram' or leave kind out "
                             "(a trained model, chosen by overrides such as model.kind)")
@@ -82,6 +79,14 @@ def parse_runs(sweep) -> list[Run]:
     if not runs or len(set(names)) != len(names):
         raise UserError(f"sweep runs {names} must be non-empty with unique names")
     return runs
+
+
+def run_overrides(name: str, spec: dict) -> dict:
+    """A run's dotted-key overrides: the model's switches, or an n-gram's data (e.g. data.train_chars)."""
+    overrides = spec.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise UserError(f"sweep run {name!r}: overrides must be a dict of dotted config keys to values")
+    return dict(overrides)
 
 
 def run_config(base, seed: int, overrides: dict):

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -38,13 +39,14 @@ def test_running_averages_update_in_training_and_serve_evaluation():
 
 
 def gpt_with_batchnorm(causal: bool) -> GPT:
-    cfg = GPTConfig(vocab_size=17, block_size=12, n_layer=2, n_head=2, n_embd=16, norm="batchnorm")
-    model = GPT(cfg, rngs=nnx.Rngs(0))
-    if causal:
-        for _, node in nnx.iter_graph(model):
-            if isinstance(node, Norm):
-                node.norm = CausalBatchNorm(16, epsilon=cfg.norm_eps, rngs=nnx.Rngs(0))
-    return model
+    norm = "causal_batchnorm" if causal else "batchnorm"
+    cfg = GPTConfig(vocab_size=17, block_size=12, n_layer=2, n_head=2, n_embd=16, norm=norm)
+    return GPT(cfg, rngs=nnx.Rngs(0))
+
+
+def test_config_string_builds_the_causal_norm():
+    norms = [node.norm for _, node in nnx.iter_graph(gpt_with_batchnorm(True)) if isinstance(node, Norm)]
+    assert len(norms) == 5 and all(isinstance(n, CausalBatchNorm) for n in norms)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -54,3 +56,24 @@ def test_gpt_in_train_mode_is_causal_only_with_causal_batchnorm(causal):
     before = gpt_with_batchnorm(causal)(idx, train=True)
     after = gpt_with_batchnorm(causal)(changed, train=True)
     assert np.allclose(after[:, :8], before[:, :8], atol=1e-5) == causal
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "causal_batchnorm"])
+def test_train_step_updates_batch_statistics(norm):
+    """Under jax.grad the statistics are written from inside the traced loss: the step must allow it."""
+    from configs.default import get_config
+    from gptjax.train import state as state_lib
+    from gptjax.train.optimizer import build_optimizer
+    from gptjax.train.step import make_train_step
+
+    c = get_config("smoke")
+    c.model.norm, c.model.block_size = norm, 8
+    graphdef, params, _ = state_lib.abstract_model(c.model, 17, 0)
+    tx = build_optimizer(c.train, params)
+    state = state_lib.fresh_state(c.model, 17, 0, tx)
+    batch = jnp.asarray(np.random.default_rng(3).integers(0, 17, size=(1, 1, 4, 9)), jnp.int32)
+    new, metrics = make_train_step(graphdef, tx, c.train, 0)(state, batch)
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.rest), jax.tree.leaves(new.rest))
+             if np.ndim(a) == 1]
+    assert moved and any(moved)

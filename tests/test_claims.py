@@ -16,7 +16,7 @@ from gptjax.data.prepare import prepare
 from gptjax.experiments import parse_runs, run_config
 from gptjax.train import state as state_lib
 from gptjax.train.optimizer import build_optimizer
-from gptjax.train.step import make_train_step
+from gptjax.train.model_steps import train_step
 from gptjax.train.config_checks import CHOICES, check_config
 from tests.conftest import TEXT
 
@@ -26,18 +26,7 @@ CLAIMS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "claims",
 
 # Switches the claims use that the training job does not have yet: key -> what wires it.
 PENDING = {
-    "data.train_chars": "cut the train split to its first N characters (0 = all)",
-    "data.augment": "gptjax.data.augment in the train step",
-    "data.augment_rate": "gptjax.data.augment in the train step",
-    "data.pairs": "gptjax.data.pairs batches for model.kind=encdec",
-    "data.src_len": "gptjax.data.pairs batches for model.kind=encdec",
     "data.source": "the dialogue builder's records as a data source",
-    "model.kind": "the train loop feeding gptjax.model.encdec (encdec_loss)",
-    "model.n_encoder_layer": "gptjax.model.encdec",
-    "model.norm": "CausalBatchNorm registered in gpt.Norm",
-    "model.activation": "sigmoid and tanh in gpt.activation",
-    "model.residual_scaling": "residual-projection scaling as a switch for every init",
-    "train.log_layer_norms": "per-layer gradient / activation / weight norms in metrics.jsonl",
     "train.init_from": "parameters restored from a pretrained workdir",
     "eval.score_from": "scoring only target positions >= src_len",
 }
@@ -138,6 +127,7 @@ def two_steps(path: str, run, tiny_data):
     m = config.model
     m.n_layer, m.n_head, m.n_embd, m.block_size = min(m.n_layer, 2), 2, 16, 16
     config.train.batch_size, config.train.grad_accum = 4, 1
+    config.data.src_len = min(config.data.src_len, 8)
     check_config(config)
     corpus = prepare(config.data, config.seed)
     vocab = corpus.tokenizer.vocab_size
@@ -147,7 +137,7 @@ def two_steps(path: str, run, tiny_data):
     batches = np.stack([windows(tokens, window_offsets(config.seed, s, len(tokens), 16, 4), 16)[None]
                         for s in range(2)])
     init = lambda: state_lib.fresh_state(config.model, vocab, config.seed, tx)  # noqa: E731
-    return make_train_step(graphdef, tx, config.train, config.seed), init, jnp.asarray(batches)
+    return train_step(config, graphdef, tx, vocab), init, jnp.asarray(batches)
 
 
 @pytest.mark.parametrize("path,run", ARMS, ids=ARM_IDS)
@@ -155,8 +145,8 @@ def test_two_steps_of_each_arm_trace(path, run, tiny_data):
     """Every arm's two train steps, traced abstractly: the whole step is built (model, switches,
     loss, optimizer, schedule) without XLA compiling it, which takes 5-10 s an arm on this CPU."""
     step, init, batches = two_steps(path, run, tiny_data)
-    state, losses = jax.eval_shape(step, jax.eval_shape(init), batches)
-    assert losses.shape == (2,) and state.step.shape == ()
+    state, metrics = jax.eval_shape(step, jax.eval_shape(init), batches)
+    assert metrics["loss"].shape == (2,) and state.step.shape == ()
 
 
 FIRST_ARMS = [next(a for a in ARMS if a[0] == path and not pending_reason(load(path), a[1]))
@@ -171,5 +161,5 @@ def test_two_steps_of_a_claim_run(path, run, tiny_data):
     state = init()
     compiled = jax.jit(step).lower(state, batches).compile(
         compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
-    state, losses = compiled(state, batches)
-    assert int(state.step) == 2 and np.isfinite(np.asarray(losses)).all()
+    state, metrics = compiled(state, batches)
+    assert int(state.step) == 2 and np.isfinite(np.asarray(metrics["loss"])).all()

@@ -155,3 +155,24 @@ def test_remat_gives_the_same_logits_and_gradients():
 def test_an_unknown_switch_is_refused_when_the_config_is_built(field, value):
     with pytest.raises(ValueError, match=f"model.{field}={value!r}"):
         tiny(**{field: value})
+
+
+@pytest.mark.parametrize("init", ["normal", "xavier", "he"])
+def test_residual_scaling_shrinks_only_the_residual_projections(init):
+    def kernels(scaled):
+        cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=8, n_head=2, n_embd=32, init=init,
+                        residual_scaling=scaled)
+        block = GPT(cfg, rngs=nnx.Rngs(0)).h[0]
+        return block.attn.c_proj.kernel[...], block.mlp.c_proj.kernel[...], block.mlp.c_fc.kernel[...]
+
+    scaled, plain = kernels(True), kernels(False)
+    for s, p in zip(scaled[:2], plain[:2]):
+        np.testing.assert_allclose(s, p / 4.0, rtol=1e-5, atol=1e-7)  # 1/sqrt(2 * 8)
+    np.testing.assert_array_equal(scaled[2], plain[2])
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_saturating_activations_build_and_run(activation):
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16, activation=activation)
+    logits = GPT(cfg, rngs=nnx.Rngs(0))(jnp.zeros((1, 8), jnp.int32))
+    assert logits.shape == (1, 8, 11) and np.isfinite(np.asarray(logits)).all()

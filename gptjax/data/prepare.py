@@ -81,6 +81,8 @@ def cache_key(docs: list[sources.Document], data_config, seed: int,
     if tokenizer is not None:
         settings.update(tokenizer=f"given:{fingerprint(tokenizer)}", vocab_size=None, unknown=None)
     settings.update(version=CACHE_VERSION, seed=seed if data_config.split == "documents" else None)
+    if data_config.get("train_chars", 0):  # only when set, so the caches of full splits keep their keys
+        settings["train_chars"] = data_config.train_chars
     h.update(json.dumps(settings, sort_keys=True).encode())
     for d in docs:
         h.update(len(d.text).to_bytes(8, "little"))
@@ -95,6 +97,7 @@ def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str,
     if not texts["train"] or not texts["val"]:
         raise UserError(f"the corpus ({len(''.join(texts.values()))} characters) is too small to give "
                         "non-empty train and val splits; add text")
+    texts["train"] = cut_train(texts["train"], data_config.get("train_chars", 0))
     tok = tokenizer or tokenizers.build_tokenizer(data_config, texts["train"])
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
@@ -112,6 +115,13 @@ def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str,
         os.rename(tmp, directory)
     except OSError:  # another process built the same cache first: same content, keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cut_train(text: str, train_chars: int) -> str:
+    """The first `train_chars` characters of the train split (0: all of it), for studies of how
+    much text a model needs; the tokenizer is then fitted on the cut text alone, as a run that
+    only had that much text would be. Validation and test are never cut."""
+    return text[:train_chars] if train_chars else text
 
 
 def load_cache(directory: str) -> Corpus:

@@ -20,6 +20,8 @@ from flax import nnx
 def forward(graphdef, params, rest, idx, *, train: bool, rngs=None, segments=None):
     """Logits of the model rebuilt from its arrays, and the updated non-trainable state;
     `segments` (B, T) marks rows packed with several conversations (GPT only)."""
+    if train:  # under jax.grad, batch-norm statistics are updated in place: give them this trace's copies,
+        rest = jax.tree.map(jnp.copy, rest)  # or nnx refuses to mutate a value of the outer trace
     model = nnx.merge(graphdef, params, rest)
     packed = {} if segments is None else {"segments": segments}
     logits = model(idx, train=train, rngs=rngs, **packed)

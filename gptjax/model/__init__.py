@@ -1,5 +1,5 @@
-"""Models: the GPT and the recurrent baselines, which the training loop trains, and the
-encoder-decoder (`model.kind=encdec`), which `build_model` builds but the loop does not feed yet."""
+"""Models: the GPT, the recurrent baselines and the encoder-decoder (`model.kind=encdec`, fed
+(source, target) pairs by `gptjax.train.batch_source`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from gptjax.model.encdec import EncDecConfig, EncoderDecoder
 from gptjax.model.gpt import GPT, GPTConfig
 from gptjax.model.recurrent import CELLS, RecurrentConfig, RecurrentLM
 
-KINDS = ("gpt", *CELLS)  # what the training loop trains
-BUILT = (*KINDS, "encdec")
+KINDS = ("gpt", *CELLS, "encdec")  # what the training loop trains
 
 
 def build_model(model_config, vocab_size: int, rngs: nnx.Rngs) -> nnx.Module:
@@ -22,4 +21,4 @@ def build_model(model_config, vocab_size: int, rngs: nnx.Rngs) -> nnx.Module:
         return RecurrentLM(RecurrentConfig.from_config(model_config, vocab_size), rngs=rngs)
     if model_config.kind == "encdec":
         return EncoderDecoder(EncDecConfig.from_config(model_config, vocab_size), rngs=rngs)
-    raise UserError(f"model.kind={model_config.kind!r} is unknown; use one of {BUILT}")
+    raise UserError(f"model.kind={model_config.kind!r} is unknown; use one of {KINDS}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -27,8 +26,8 @@ import optax
 from flax import nnx
 
 from gptjax.data.pairs import PairBatch
-from gptjax.model.gpt import (INITS, MLP, POS_ENCODINGS, GPTConfig, KVCache, Norm, Rotary, attention, axes,
-                              cached_attention, causal_mask, linear, rms, rows_dot_general, sinusoidal_table)
+from gptjax.model.gpt import (MLP, POS_ENCODINGS, GPTConfig, KVCache, LayerCache, Norm, Rotary, attention, axes,
+                              causal_mask, linear, residual_scale, rms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Attention(nnx.Module):
         self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
         self.c_q = linear(cfg, cfg.n_embd, cfg.n_embd, "embed", "heads", rngs)
         self.c_kv = linear(cfg, cfg.n_embd, 2 * cfg.n_embd, "embed", "heads", rngs)
-        self.c_proj = linear(cfg, cfg.n_embd, cfg.n_embd, "heads", "embed", rngs, 1.0 / math.sqrt(2 * cfg.n_layer))
+        self.c_proj = linear(cfg, cfg.n_embd, cfg.n_embd, "heads", "embed", rngs, residual_scale(cfg))
         self.attn_dropout = nnx.Dropout(cfg.attn_dropout)
         self.resid_dropout = nnx.Dropout(cfg.resid_dropout)
 
@@ -108,7 +107,7 @@ class EncoderBlock(nnx.Module):
         h = self.ln_1(x, train)
         k, v = self.attn.key_value(h, positions)
         x = x + self.attn(self.attn.query(h, positions), k, v, mask, train, rngs)
-        return x + self.mlp(self.ln_2(x, train), train, rngs)
+        return x + self.mlp(self.ln_2(x, train), rngs, train=train)
 
 
 class DecoderBlock(nnx.Module):
@@ -119,22 +118,19 @@ class DecoderBlock(nnx.Module):
         self.ln_2, self.cross_attn = Norm(cfg, rngs), Attention(cfg, rngs)
         self.ln_3, self.mlp = Norm(cfg, rngs), MLP(cfg, rngs)
 
-    def __call__(self, x, positions, self_mask, cross_k, cross_v, cross_mask, cache_kv, cache_index, train, rngs):
+    def __call__(self, x, positions, self_mask, cross_k, cross_v, cross_mask, cache: LayerCache | None, train, rngs):
         h = self.ln_1(x, train)
         q = self.self_attn.query(h, positions)
         k, v = self.self_attn.key_value(h, positions)
-        if cache_kv is None:
+        if cache is None:
             a = self.self_attn(q, k, v, self_mask, train, rngs)
         else:  # decoding: attend over the cached slots and this chunk, then cache the chunk
-            ck, cv = cache_kv
-            a = self.self_attn.project(cached_attention(q, k, v, ck, cv, cache_index, None), train, rngs)
-            at = (0, 0, cache_index, 0)
-            cache_kv = (jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), at),
-                        jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), at))
+            y, cache = cache.attend(q, k, v)
+            a = self.self_attn.project(y, train, rngs)
         x = x + a
         x = x + self.cross_attn(self.cross_attn.query(self.ln_2(x, train), None), cross_k, cross_v, cross_mask,
                                 train, rngs)
-        return x + self.mlp(self.ln_3(x, train), train, rngs), cache_kv
+        return x + self.mlp(self.ln_3(x, train), rngs, train=train), cache
 
 
 class EncoderDecoder(nnx.Module):
@@ -145,10 +141,6 @@ class EncoderDecoder(nnx.Module):
     """
 
     def __init__(self, cfg: EncDecConfig, *, rngs: nnx.Rngs):
-        if cfg.n_embd % cfg.n_head:
-            raise ValueError(f"model.n_embd={cfg.n_embd} is not divisible by model.n_head={cfg.n_head}")
-        if cfg.pos_encoding not in POS_ENCODINGS:
-            raise ValueError(f"model.pos_encoding={cfg.pos_encoding!r}; expected one of {POS_ENCODINGS}")
         if cfg.n_encoder_layer < 1:
             raise ValueError(f"model.n_encoder_layer={cfg.n_encoder_layer} must be at least 1")
         self.cfg = cfg
@@ -164,17 +156,12 @@ class EncoderDecoder(nnx.Module):
         self.decoder = nnx.List([DecoderBlock(cfg, rngs) for _ in range(cfg.n_layer)])
         self.ln_f = Norm(cfg, rngs)
         if not cfg.tie_embeddings:
-            self.lm_head = nnx.Linear(cfg.n_embd, cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                                      param_dtype=cfg.param_dtype, kernel_init=INITS[cfg.init](1.0),
-                                      kernel_metadata=axes("embed", "vocab"), dot_general=rows_dot_general,
-                                      rngs=rngs)
+            self.lm_head = linear(cfg, cfg.n_embd, cfg.vocab_size, "embed", "vocab", rngs, bias=False)
 
     def embed(self, idx: jax.Array, positions: jax.Array, train: bool, rngs) -> jax.Array:
-        x = self.wte(idx)
-        if self.cfg.pos_encoding == "learned":
-            x = x + self.wpe(positions)
-        elif self.cfg.pos_encoding == "sinusoidal":
-            x = x + sinusoidal_table(self.cfg.block_size, self.cfg.n_embd)[positions].astype(x.dtype)
+        """Token embeddings plus the GPT's additive positional encoding (RoPE applies in attention)."""
+        x = jnp.take(self.wte.embedding[...], idx, axis=0).astype(jnp.float32)
+        x, _ = POS_ENCODINGS[self.cfg.pos_encoding](self, x, positions)
         return self.drop(x, deterministic=not train, rngs=rngs)
 
     def encode(self, src: jax.Array, src_mask: jax.Array | None = None, *, train: bool = False,
@@ -203,14 +190,11 @@ class EncoderDecoder(nnx.Module):
         x = self.embed(tgt_in, positions, train, rngs)
         self_mask = causal_mask(T)[None] & key_mask(tgt_mask, T, T)
         cross_mask = key_mask(src_mask, T, cross.k[0].shape[1])
-        new_k, new_v = [], []
+        caches = []
         for i, block in enumerate(self.decoder):
-            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, layer_cache = block(x, positions, self_mask, cross.k[i], cross.v[i], cross_mask, layer_cache,
-                                   None if cache is None else cache.index, train, rngs)
-            if cache is not None:
-                new_k.append(layer_cache[0])
-                new_v.append(layer_cache[1])
+            layer = None if cache is None else LayerCache(cache.k[i], cache.v[i], cache.index, None)
+            x, layer = block(x, positions, self_mask, cross.k[i], cross.v[i], cross_mask, layer, train, rngs)
+            caches.append(layer)
         x = self.ln_f(x, train)
         if self.cfg.tie_embeddings:
             logits = self.wte.attend(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
@@ -219,7 +203,7 @@ class EncoderDecoder(nnx.Module):
         logits = logits.astype(jnp.float32)
         if cache is None:
             return logits
-        return logits, KVCache(tuple(new_k), tuple(new_v), cache.index + T)
+        return logits, KVCache(tuple(c.k for c in caches), tuple(c.v for c in caches), cache.index + T)
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array, *, src_mask: jax.Array | None = None,
                  tgt_mask: jax.Array | None = None, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:

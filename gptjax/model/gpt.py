@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gptjax.model.causal_batchnorm import CausalBatchNorm
+
 
 def axes(*names: str | None) -> dict:
     """Logical axis names stored on a parameter (read by `gptjax.train.mesh`)."""
@@ -54,11 +56,20 @@ def batch_norm(dim: int, *, bias: bool, eps: float, param_dtype, rngs: nnx.Rngs)
                          scale_metadata=axes("embed"), bias_metadata=axes("embed"), rngs=rngs)
 
 
+def causal_batch_norm(dim: int, *, bias: bool, eps: float, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
+    """Per-position statistics over the batch (see `causal_batchnorm`): a batch norm that keeps the model causal."""
+    return CausalBatchNorm(dim, epsilon=eps, use_bias=bias, momentum=0.9, param_dtype=param_dtype,
+                           scale_metadata=axes("embed"), bias_metadata=axes("embed"), rngs=rngs)
+
+
 def no_norm(dim: int, **_) -> nnx.Module:
     return Identity()
 
 
-NORMS = {"layernorm": layer_norm, "rmsnorm": rms_norm, "batchnorm": batch_norm, "none": no_norm}
+NORMS = {"layernorm": layer_norm, "rmsnorm": rms_norm, "batchnorm": batch_norm,
+         "causal_batchnorm": causal_batch_norm, "none": no_norm}
+# The norms whose training-time statistics come from the batch (called with `train`).
+BATCH_NORMS = ("batchnorm", "causal_batchnorm")
 
 # `swiglu` gates the MLP: silu(x W_gate) * (x W_fc).
 ACTIVATIONS = {
@@ -68,13 +79,18 @@ ACTIVATIONS = {
     "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
     "elu": jax.nn.elu,
     "swiglu": jax.nn.silu,
+    # Saturating activations, the classic vanishing-gradient case the activation claim contrasts.
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
 }
 
-# name -> (scale -> initializer); `normal` is GPT-2's N(0, 0.02), scaled down on residual projections.
+# name -> (scale -> initializer): the init's standard deviation times `scale`, which is below 1 on
+# residual projections under `residual_scaling`. `normal` is GPT-2's N(0, 0.02); `xavier` is Glorot
+# uniform and `he` He normal (variance_scaling(1, fan_avg, uniform) and (2, fan_in, truncated normal)).
 INITS = {
     "normal": lambda scale: nnx.initializers.normal(0.02 * scale),
-    "xavier": lambda scale: nnx.initializers.xavier_uniform(),
-    "he": lambda scale: nnx.initializers.he_normal(),
+    "xavier": lambda scale: nnx.initializers.variance_scaling(scale ** 2, "fan_avg", "uniform"),
+    "he": lambda scale: nnx.initializers.variance_scaling(2.0 * scale ** 2, "fan_in", "truncated_normal"),
 }
 
 
@@ -141,6 +157,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     activation: str = "gelu"
     init: str = "normal"
+    residual_scaling: bool = True
     pos_encoding: str = "learned"
     rope_theta: float = 10000.0
     qk_norm: bool = False
@@ -172,7 +189,8 @@ class GPTConfig:
         site = lambda v: c.dropout if v is None else v  # noqa: E731
         return cls(vocab_size=vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
                    n_embd=c.n_embd, mlp_ratio=c.mlp_ratio, norm=c.norm, norm_eps=c.norm_eps,
-                   activation=c.activation, init=c.init, pos_encoding=c.pos_encoding,
+                   activation=c.activation, init=c.init,
+                   residual_scaling=c.get("residual_scaling", True), pos_encoding=c.pos_encoding,
                    rope_theta=c.rope_theta, qk_norm=c.qk_norm, bias=c.bias,
                    tie_embeddings=c.tie_embeddings, vocab_pad=c.get("vocab_pad", 1),
                    embd_dropout=site(c.embd_dropout), attn_dropout=site(c.attn_dropout),
@@ -189,9 +207,15 @@ class Norm(nnx.Module):
                                     rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.kind == "batchnorm":
+        if self.kind in BATCH_NORMS:
             return self.norm(x, use_running_average=not train)
         return self.norm(x)
+
+
+def residual_scale(cfg: GPTConfig) -> float:
+    """The init scale of a projection into the residual stream: 1/sqrt(2 n_layer) under
+    `residual_scaling` (GPT-2: the stream's variance stays flat over 2 n_layer branches), else 1."""
+    return 1.0 / math.sqrt(2 * cfg.n_layer) if cfg.residual_scaling else 1.0
 
 
 def rms(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -347,7 +371,7 @@ class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         self.n_head, self.head_dim, self.qk_norm = cfg.n_head, cfg.n_embd // cfg.n_head, cfg.qk_norm
         self.c_attn = linear(cfg, cfg.n_embd, 3 * cfg.n_embd, "embed", "heads", rngs)
-        self.c_proj = linear(cfg, cfg.n_embd, cfg.n_embd, "heads", "embed", rngs, 1.0 / math.sqrt(2 * cfg.n_layer))
+        self.c_proj = linear(cfg, cfg.n_embd, cfg.n_embd, "heads", "embed", rngs, residual_scale(cfg))
         self.attn_dropout = nnx.Dropout(cfg.attn_dropout)
         self.resid_dropout = nnx.Dropout(cfg.resid_dropout)
 
@@ -374,7 +398,7 @@ class MLP(nnx.Module):
             hidden = int(2 * hidden / 3)
             self.c_gate = linear(cfg, cfg.n_embd, hidden, "embed", "mlp", rngs)
         self.c_fc = linear(cfg, cfg.n_embd, hidden, "embed", "mlp", rngs)
-        self.c_proj = linear(cfg, hidden, cfg.n_embd, "mlp", "embed", rngs, 1.0 / math.sqrt(2 * cfg.n_layer))
+        self.c_proj = linear(cfg, hidden, cfg.n_embd, "mlp", "embed", rngs, residual_scale(cfg))
         self.dropout = nnx.Dropout(cfg.resid_dropout)
 
     def __call__(self, x, rngs, *, train: bool):

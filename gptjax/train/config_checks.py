@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 
+from gptjax.data.augment import AUGMENTATIONS
 from gptjax.data.prepare import Corpus
 from gptjax.errors import UserError
 from gptjax.model import KINDS
 from gptjax.model import gpt
 from gptjax.train.batch_ramp import BatchSchedule
+from gptjax.train.model_steps import PAIRS, check_pairs
 from gptjax.train.mesh import PRESETS
 from gptjax.train.optimizer import OPTIMIZERS, SCHEDULES
 
@@ -17,6 +19,9 @@ from gptjax.train.optimizer import OPTIMIZERS, SCHEDULES
 # are the lists of choices, so a new entry in one is a new valid value.
 CHOICES = {
     "data.source": ("plays", "files", "tfds", "prepared", "conversations", "dialogues"),
+    "data.loader": ("direct", "grain"),
+    "data.augment": AUGMENTATIONS,
+    "data.pairs": PAIRS,
     "data.split": ("tail", "documents"),
     "data.tokenizer": ("char", "bpe"),
     "data.unknown": ("replace", "error"),
@@ -36,7 +41,7 @@ POSITIVE = ("model.block_size", "model.n_layer", "model.n_head", "model.n_embd",
             "train.keep_checkpoints", "train.max_nonfinite_steps")
 NON_NEGATIVE = ("train.steps", "train.warmup_steps", "train.weight_decay", "train.grad_clip", "model.dropout",
                 "train.l1", "train.l2", "train.eval_every", "train.log_every", "train.checkpoint_every",
-                "train.progress_every_seconds")
+                "train.progress_every_seconds", "data.train_chars", "data.augment_rate")
 # What a resumed run must share with the run that wrote the workdir.
 MUST_MATCH = ("seed", "data", "model")
 
@@ -59,9 +64,17 @@ def check_config(config) -> None:
         if get(config, key) < 0:
             raise UserError(f"config {key}={get(config, key)} must not be negative")
     m = config.model
-    if m.kind == "gpt" and m.n_embd % m.n_head:
+    if m.kind == "encdec":
+        check_pairs(config)
+    elif config.data.pairs:
+        raise UserError(f"data.pairs={config.data.pairs!r} feeds model.kind=encdec only; set data.pairs='' "
+                        f"for model.kind={m.kind}")
+    if config.data.train_chars and config.data.source in ("prepared", "conversations"):
+        raise UserError(f"data.train_chars={config.data.train_chars} cuts a text corpus; data.source="
+                        f"{config.data.source} is already tokenized: set data.train_chars=0")
+    if m.kind in ("gpt", "encdec") and m.n_embd % m.n_head:
         raise UserError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}")
-    if m.kind == "gpt" and m.pos_encoding == "rope" and (m.n_embd // m.n_head) % 2:
+    if m.kind in ("gpt", "encdec") and m.pos_encoding == "rope" and (m.n_embd // m.n_head) % 2:
         raise UserError(f"rope needs an even head size, but n_embd/n_head = {m.n_embd // m.n_head}")
     fractions = {f"model.{site}": m[site] for site in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout")}
     fractions.update({f"train.{key}": config.train[key] for key in ("beta1", "beta2", "muon_beta")})

@@ -16,9 +16,11 @@ import time
 import jax
 import numpy as np
 
+from gptjax.data import grain_windows
 from gptjax.data.prepare import Corpus
 from gptjax.errors import UserError
-from gptjax.eval.scoring import evaluate, make_eval_step
+from gptjax.eval.scoring import evaluate
+from gptjax.train import layer_norms, model_steps
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import mfu, profiling
 from gptjax.train.batch_ramp import BatchSchedule
@@ -27,7 +29,7 @@ from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.loop_state import COMPLETED, LoopState, RunClock
 from gptjax.train.optimizer import learning_rate_schedule
 from gptjax.train.progress import Progress
-from gptjax.train.step import TrainState, make_train_step
+from gptjax.train.step import TrainState
 from gptjax.train.tensorboard import Scalars
 
 
@@ -83,21 +85,26 @@ class Trainer:
         tc = config.train
         self.batch_sharding = mesh_lib.batch_sharding(mesh, leading=2)
         self.row_sharding = mesh_lib.batch_sharding(mesh)
-        self.train_step = jax.jit(make_train_step(graphdef, tx, tc, config.seed),
+        self.train_step = jax.jit(model_steps.train_step(config, graphdef, tx, corpus.tokenizer.vocab_size),
                                   in_shardings=(shardings, self.batch_sharding),
                                   out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
         self.source = batch_source(config, corpus, self.batch_sharding, self.row_sharding)
-        self.eval_step = jax.jit(make_eval_step(graphdef, corpus.token_bytes, corpus.token_chars),
-                                 in_shardings=(shardings.params, shardings.rest,
-                                               *[self.row_sharding] * self.source.eval_arrays),
-                                 out_shardings=mesh_lib.replicated(mesh))
+        eval_step = model_steps.eval_step(config, graphdef, corpus.token_bytes, corpus.token_chars)
+        eval_shardings = (shardings.params, shardings.rest, *[self.row_sharding] * self.source.eval_arrays)
+        self.eval_step = jax.jit(eval_step, in_shardings=eval_shardings, out_shardings=mesh_lib.replicated(mesh))
+        self.layer_norms = jax.jit(layer_norms.make_layer_norms(graphdef, eval_step), in_shardings=eval_shardings,
+                                   out_shardings=mesh_lib.replicated(mesh)) if tc.log_layer_norms else None
         self.val_batches = self.source.validation()
         self.schedule = learning_rate_schedule(tc)
         self.batch_sizes = BatchSchedule(tc.batch_ramp, tc.batch_size)
         self.flops_per_token = mfu.flops_per_token(config.model, corpus.tokenizer.vocab_size, config.seed)
         self.peak_flops = mfu.device_peak(tc.peak_flops)
+        self.grain = (grain_windows.configured_batches(config, corpus.tokens["train"], self.batch_sizes.size)
+                      if hasattr(corpus, "tokens") else None)  # grain reads text windows only
 
     def batch(self, step: int, n: int):
+        if self.grain is not None:
+            return self.grain.train_batch(step, n, self.batch_sharding)
         return self.source.train(step, n, self.batch_sizes.size(step))
 
     def tokens_before(self, step: int) -> int:
@@ -134,6 +141,8 @@ class Trainer:
         window = Window(self.tokens_before(loop.step))
         progress = Progress(tc.steps, loop.step, tc.progress_every_seconds, enabled=main_process)
         trace = profiling.StepTrace(os.path.join(os.path.dirname(log.path), "profile"), tc.profile_steps)
+        if self.layer_norms is not None and loop.step == 0:  # the norms at initialisation
+            log.log({"step": 0, "tokens_seen": 0, "elapsed": round(clock.seconds(), 2), **self.layer_figures(state)})
         while not loop.finished(tc.steps):
             before = loop.step
             n = int(min(tc.steps_per_call, tc.steps - before, self.batch_sizes.stage_end(before) - before))
@@ -151,6 +160,7 @@ class Trainer:
             record: dict = {}
             if crossed(before, loop.step, tc.log_every) or loop.step == tc.steps or stop or fault:
                 record.update(self.train_figures(window, loop))
+                record.update(self.layer_figures(state) if self.layer_norms is not None else {})
             improved = False
             if not fault and (crossed(before, loop.step, tc.eval_every) or loop.step == tc.steps or stop):
                 figures, improved, stop = self.validation_figures(state, loop, stop, progress)
@@ -168,6 +178,8 @@ class Trainer:
         trace.stop(state)
         progress.close()
         checkpoints.wait()
+        if self.layer_norms is not None and log.write:
+            layer_norms.write_plot(os.path.dirname(log.path), [r for _, r in read_records(log.path)])
         return state
 
     def out_of_time(self, loop: LoopState) -> str:
@@ -205,6 +217,10 @@ class Trainer:
                 stop = f"early stop: no improvement in {tc.early_stop_patience} evaluations"
         progress.write(f"step {loop.step}: val loss {val['loss']:.4f}, {val['bits_per_char']:.3f} bits/char")
         return record, improved, stop
+
+    def layer_figures(self, state: TrainState) -> dict:
+        """Per-layer gradient, weight and activation norms on the first validation batch."""
+        return layer_norms.figures(self.layer_norms, state.params, state.rest, *self.val_batches[0])
 
 
 class Window:

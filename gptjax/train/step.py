@@ -41,22 +41,32 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
+def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int, *, split=None, loss_fn=None):
     """A function (state, batches (K, accum, B, T+1)) -> (state, metrics) doing K steps; metrics
     holds (K,) arrays: `loss`, `grad_norm` (before clipping) and `finite` (False: update skipped).
 
     Batches may be a `PackedBatch` of such arrays: the loss of a step is then the NLL summed over
     its weighted targets divided by their total weight over all micro-batches, which is exact
-    under accumulation (each micro-batch's share is scaled by accum, as the mean divides by it)."""
+    under accumulation (each micro-batch's share is scaled by accum, as the mean divides by it).
+    `split(batch, index)` makes (inputs, targets) of a text micro-batch (data.augment), `loss_fn(params,
+    rest, batch, key)` replaces the token loss (model.kind=encdec); see `gptjax.train.model_steps`."""
 
-    def loss_fn(params, rest, batch, key, denominator):
+    def token_loss(params, rest, batch, key, index, denominator):
         rngs = nnx.Rngs(dropout=key)
-        inputs, segments = (batch.tokens, batch.segments) if isinstance(batch, PackedBatch) else (batch, None)
-        logits, new_rest = forward(graphdef, params, rest, inputs[:, :-1], train=True, rngs=rngs, segments=segments)
-        loss = batch_loss(logits, batch, denominator)
+        if isinstance(batch, PackedBatch):
+            logits, new_rest = forward(graphdef, params, rest, batch.tokens[:, :-1], train=True, rngs=rngs,
+                                       segments=batch.segments)
+            loss = batch_loss(logits, batch, denominator)
+        else:
+            inputs, targets = (batch[:, :-1], batch[:, 1:]) if split is None else split(batch, index)
+            logits, new_rest = forward(graphdef, params, rest, inputs, train=True, rngs=rngs)
+            loss = token_nll(logits, targets).mean()
         return loss + optim.penalty(params, tc), (loss, new_rest)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    def given_loss(params, rest, batch, key, index, denominator):
+        return loss_fn(params, rest, batch, key)
+
+    grad_fn = jax.value_and_grad(token_loss if loss_fn is None else given_loss, has_aux=True)
 
     def one_step(state: TrainState, micro_batches):
         key = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -69,12 +79,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int):
         def accumulate(carry, xs):
             grads, loss, rest = carry
             batch, i = xs
-            (_, (l, rest)), g = grad_fn(state.params, rest, batch, jax.random.fold_in(key, i), denominator)
+            (_, (l, rest)), g = grad_fn(state.params, rest, batch, jax.random.fold_in(key, i), state.step * n + i,
+                                        denominator)
             return (jax.tree.map(jnp.add, grads, g), loss + l, rest), None
 
         if n == 1:
             first = jax.tree.map(lambda x: x[0], micro_batches)
-            (_, (loss, rest)), grads = grad_fn(state.params, state.rest, first, key, denominator)
+            (_, (loss, rest)), grads = grad_fn(state.params, state.rest, first, key, state.step, denominator)
         else:
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             (grads, loss, rest), _ = jax.lax.scan(accumulate, (zeros, 0.0, state.rest),

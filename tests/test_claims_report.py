@@ -1,0 +1,37 @@
+"""docs/claims.md from results: a measured claim gets its table, test and verdict; the rest their command."""
+
+import json
+import os
+
+from gptjax.eval.claims_report import claims_in, write_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLAIMS = os.path.join(ROOT, "experiments", "claims")
+
+
+def test_every_claim_file_states_its_claim_and_command():
+    claims = claims_in(CLAIMS)
+    assert len(claims) == 12
+    for c in claims:
+        assert c.sections["Claim"].startswith("Claim (guide") and c.command.startswith("python -m gptjax.main")
+        assert c.baseline in c.runs and c.sections["Estimated time"]
+
+
+def test_report_measures_a_claim_with_results_and_lists_the_rest(tmp_path):
+    results = tmp_path / "results" / "lr_decay"
+    results.mkdir(parents=True)
+    values = {"constant": [2.10, 2.12, 2.11], "cosine": [2.00, 2.01, 2.02], "wsd": [2.01, 2.00, 2.02],
+              "linear": [2.02, 2.01, 2.00]}
+    records = [{"run": run, "seed": s, "ngram": False, "val_bpc": v, "seconds": 60.0}
+               for run, vs in values.items() for s, v in enumerate(vs)]
+    (results / "results.json").write_text(json.dumps({"records": records}))
+    doc = write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "claims.md"))
+    text = open(doc, encoding="utf-8").read()
+    section = text.split("## lr decay")[1].split("\n## ")[0]
+    assert "| constant (baseline) | 3 | 2.110 ± 0.010 |" in section
+    assert "| cosine | 3 | 2.010 ± 0.010 | -0.100" in section and "**Verdict: supported.**" in section
+    assert "Welch" in section and "12.0 minutes" in section
+    assert os.path.exists(tmp_path / "claims" / "lr_decay.png")
+    assert "| [lr decay](#lr-decay) | decaying the learning rate improves the final loss. | supported |" in text
+    dropout = text.split("## dropout")[1].split("\n## ")[0]
+    assert "Not yet run" in dropout and "--config experiments/claims/dropout.py" in dropout
