@@ -46,9 +46,18 @@ def make_eval_step(graphdef, token_bytes, token_chars):
 
 
 def evaluate(eval_step, params, rest, batch_list) -> dict:
-    """The summary of an eval step summed over (batch, weights) pairs."""
-    sums = sum(eval_step(params, rest, b, w) for b, w in batch_list)
-    return summarize(jax.device_get(sums))
+    """The summary of an eval step summed over (batch, weights) pairs.
+
+    Each batch's sums come to the host (and add there, in the same float32) before the next
+    batch is dispatched: hundreds of queued multi-device programs, each ending in a collective,
+    interleaved with the next batches' transfers, deadlocked the CPU client's rendezvous on
+    8 virtual devices (one device never arrived). One program in flight costs nothing on CPU
+    and little elsewhere against the size of an eval batch.
+    """
+    sums = 0
+    for b, w in batch_list:
+        sums = sums + jax.device_get(eval_step(params, rest, b, w))
+    return summarize(sums)
 
 
 def summarize(sums) -> dict:
