@@ -8,11 +8,13 @@ so a second run (or a resumed one) starts in seconds.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
@@ -20,6 +22,9 @@ from gptjax.data import cleaning, conversations, sources, splits, tokenizers
 from gptjax.errors import UserError
 
 CACHE_VERSION = 1
+TMP_PREFIX = ".tmp-"
+BUILDING = ".building"  # flocked inside a temporary cache directory while a process fills it
+ORPHAN_AGE_SECONDS = 60
 
 
 @dataclasses.dataclass
@@ -51,6 +56,7 @@ def prepare(data_config, seed: int, block_size: int = 0) -> Corpus | conversatio
                         "lower data.clean.min_chars")
     key = cache_key(docs, data_config, seed)
     directory = os.path.join(os.path.expanduser(data_config.cache_dir), key)
+    remove_orphans(os.path.dirname(directory))
     if not os.path.exists(os.path.join(directory, "meta.json")):
         build_cache(docs, data_config, seed, clean_stats, directory)
     return load_cache(directory)
@@ -77,7 +83,9 @@ def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str)
     tok = tokenizers.build_tokenizer(data_config, texts["train"])
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX)
+    building = open(os.path.join(tmp, BUILDING), "w")
+    fcntl.flock(building, fcntl.LOCK_EX)  # released when this process finishes or dies
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     meta = {"dtype": np.dtype(dtype).name, "chars": {}, "tokens": {}, "cleaning": clean_stats}
     for name, text in texts.items():
@@ -87,10 +95,38 @@ def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str)
     tok.save(os.path.join(tmp, "tokenizer"))
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
+    os.remove(os.path.join(tmp, BUILDING))
     try:
         os.rename(tmp, directory)
     except OSError:  # another process built the same cache first: same content, keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
+    building.close()
+
+
+def remove_orphans(parent: str) -> None:
+    """Delete the temporary directories of preparations that were killed: unlocked (their builder
+    is gone) and untouched for a minute. A preparation running now holds its lock and is left alone."""
+    if not os.path.isdir(parent):
+        return
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if name.startswith(TMP_PREFIX) and os.path.isdir(path) and not being_built(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def being_built(path: str) -> bool:
+    """Whether a process may still be filling a temporary directory: its lock is held, or it changed
+    in the last minute (a builder between making the directory and taking the lock)."""
+    try:
+        if time.time() - os.path.getmtime(path) < ORPHAN_AGE_SECONDS:
+            return True
+        with open(os.path.join(path, BUILDING)) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:  # no lock file: made by a process killed at once, or renamed into place now
+        return not os.path.isdir(path)
 
 
 def load_cache(directory: str) -> Corpus:

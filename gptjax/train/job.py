@@ -19,7 +19,7 @@ import numpy as np
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.generate.reference import generate_uncached
-from gptjax.train import config_checks, distributed, environment, report
+from gptjax.train import config_checks, distributed, environment, report, workdir_lock
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.checkpoints import Checkpoints
@@ -36,6 +36,8 @@ def run(config, workdir: str) -> dict:
     distributed.initialize(config)  # before anything starts a JAX backend
     main_process = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    if main_process:
+        workdir_lock.hold(workdir)  # before anything in the workdir is read or written
     config_checks.check_workdir(config, workdir)
     checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
     saved = checkpoints.loop_state()
