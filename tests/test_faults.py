@@ -190,8 +190,8 @@ def test_orphaned_preparations_are_removed_but_not_a_running_one(tmp_path):
     (orphan / prepare_lib.BUILDING).touch()
     (running / prepare_lib.BUILDING).touch()
     (fresh / prepare_lib.BUILDING).touch()
-    for d in (orphan, no_lock, running):
-        os.utime(d, (old, old))
+    for path in (orphan, no_lock, running, orphan / prepare_lib.BUILDING, running / prepare_lib.BUILDING):
+        os.utime(path, (old, old))
     with open(running / prepare_lib.BUILDING) as lock:  # another open file: a second process to flock
         fcntl.flock(lock, fcntl.LOCK_EX)
         prepare_lib.remove_orphans(str(tmp_path))

@@ -24,7 +24,8 @@ from gptjax.errors import UserError
 CACHE_VERSION = 1
 TMP_PREFIX = ".tmp-"
 BUILDING = ".building"  # flocked inside a temporary cache directory while a process fills it
-ORPHAN_AGE_SECONDS = 60
+ORPHAN_AGE_SECONDS = 60  # a temporary directory without a lock file is an orphan after this
+LOCK_GRACE_SECONDS = 2  # between creating the lock file and taking the lock
 
 
 @dataclasses.dataclass
@@ -104,8 +105,8 @@ def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str)
 
 
 def remove_orphans(parent: str) -> None:
-    """Delete the temporary directories of preparations that were killed: unlocked (their builder
-    is gone) and untouched for a minute. A preparation running now holds its lock and is left alone."""
+    """Delete the temporary directories of preparations that were killed; one being built now is
+    left alone."""
     if not os.path.isdir(parent):
         return
     for name in os.listdir(parent):
@@ -115,18 +116,21 @@ def remove_orphans(parent: str) -> None:
 
 
 def being_built(path: str) -> bool:
-    """Whether a process may still be filling a temporary directory: its lock is held, or it changed
-    in the last minute (a builder between making the directory and taking the lock)."""
+    """Whether a process may still be filling a temporary directory: its lock is held, or was made a
+    moment ago and is about to be taken, or (with no lock file) the directory changed in the last
+    minute (a builder between making the directory and its lock)."""
+    lock = os.path.join(path, BUILDING)
     try:
-        if time.time() - os.path.getmtime(path) < ORPHAN_AGE_SECONDS:
-            return True
-        with open(os.path.join(path, BUILDING)) as f:
+        with open(lock) as f:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
+        return time.time() - os.path.getmtime(lock) < LOCK_GRACE_SECONDS
     except BlockingIOError:
         return True
-    except FileNotFoundError:  # no lock file: made by a process killed at once, or renamed into place now
-        return not os.path.isdir(path)
+    except FileNotFoundError:
+        try:
+            return time.time() - os.path.getmtime(path) < ORPHAN_AGE_SECONDS
+        except FileNotFoundError:  # renamed into place just now
+            return True
 
 
 def load_cache(directory: str) -> Corpus:

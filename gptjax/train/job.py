@@ -39,6 +39,8 @@ def run(config, workdir: str) -> dict:
     if main_process:
         workdir_lock.hold(workdir)  # before anything in the workdir is read or written
     config_checks.check_workdir(config, workdir)
+    mesh = mesh_lib.build_mesh(config.mesh)
+    config_checks.check_batch(config, mesh)  # before anything in the workdir is written
     checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
     saved = checkpoints.loop_state()
     summary_path = os.path.join(workdir, "summary.json")
@@ -53,10 +55,8 @@ def run(config, workdir: str) -> dict:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
         write_json(os.path.join(workdir, "environment.json"), environment.environment(config.seed))
 
-    mesh = mesh_lib.build_mesh(config.mesh)
     vocab = corpus.tokenizer.vocab_size
     graphdef, abstract_params, abstract_rest = state_lib.abstract_model(config.model, vocab, config.seed)
-    config_checks.check_batch(config, mesh)
     tx = build_optimizer(config.train, abstract_params)
     shardings = state_lib.state_shardings(graphdef, abstract_params, abstract_rest, tx, mesh)
     if saved is not None:
