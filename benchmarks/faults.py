@@ -1,6 +1,6 @@
 """Fault injection on one tiny run: kill -9 at random moments, damaged checkpoint files, a full disk.
 
-    python -m benchmarks.faults                 # 10 kills, every damage case, the full disk (~3 minutes)
+    python -m benchmarks.faults                 # every damage case, the full disk, 10 kills (~4 minutes idle)
     python -m benchmarks.faults --kills 12 --seed 1
 
 Prints counts:
@@ -117,10 +117,8 @@ def kill_trial(cmd: list[str], cache: str, workdir: str, trigger) -> str:
     return phase(cache, workdir, output)
 
 
-def kills(root: str, corpus: str, n: int, rng: random.Random) -> str:
-    """Kill trials; returns the reference workdir."""
-    reference = os.path.join(root, "reference")
-    duration = run_to_end(command(corpus, os.path.join(root, "cache-reference"), reference))
+def kills(root: str, corpus: str, reference: str, duration: float, n: int, rng: random.Random) -> None:
+    """Kill trials against the uninterrupted run in `reference`, which took `duration` seconds."""
     want = params_of(reference)
     identical, phases = 0, {}
     for i in range(n):
@@ -141,7 +139,6 @@ def kills(root: str, corpus: str, n: int, rng: random.Random) -> str:
         print(f"  kill {i + 1}: during {where}; rerun {'bit-identical' if ok else 'DIFFERS'}", flush=True)
     print(f"kill -9 then rerun: {identical}/{n} final parameters bit-identical to the uninterrupted run "
           f"(reference run {duration:.1f} s; kills by phase: {phases})")
-    return reference
 
 
 def damage_cases(step_dir: str) -> list[tuple[str, str]]:
@@ -261,9 +258,11 @@ def main() -> None:
         for i in range(3):
             with open(os.path.join(corpus, f"part{i}.txt"), "w") as f:
                 f.write(TEXT * 400 + f"Part {i} ends here.\n")
-        reference = kills(root, corpus, args.kills, random.Random(args.seed))
+        reference = os.path.join(root, "reference")
+        duration = run_to_end(command(corpus, os.path.join(root, "cache-reference"), reference))
         damages(root, reference)
         full_disk(root, reference, corpus)
+        kills(root, corpus, reference, duration, args.kills, random.Random(args.seed))
     print(f"total {time.time() - started:.0f} s")
 
 

@@ -19,6 +19,7 @@ from typing import Callable
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from gptjax.errors import UserError
 from gptjax.train import checkpoint_integrity as integrity
@@ -136,6 +137,8 @@ class Checkpoints:
                     target += "+"
                 os.rename(os.path.join(self.root, "last", str(step)), target)
                 print(f"warning: moved the damaged checkpoint of step {step} to {target}", file=sys.stderr)
+        if jax.process_count() > 1:  # the others list the steps once process 0 has moved them
+            multihost_utils.sync_global_devices("checkpoints: damaged steps set aside")
         self.last.reload()
 
     def has_best(self) -> bool:
