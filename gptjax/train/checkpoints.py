@@ -13,6 +13,7 @@ no step is intact the run stops with one line and leaves every file as it was.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Callable
@@ -25,6 +26,22 @@ from gptjax.errors import UserError
 from gptjax.train import checkpoint_integrity as integrity
 from gptjax.train.loop_state import LoopState
 from gptjax.train.step import TrainState
+
+
+class FailedWrites(logging.Filter):
+    """orbax logs a failed background write (a full disk) with its traceback, then raises the error
+    where the run waits for the write; that raise becomes one line (`Checkpoints.finish`), so the
+    log records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, OSError) and "orbax" in record.pathname)
+
+
+def quiet_failed_writes() -> None:
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, FailedWrites) for f in absl_logger.filters):
+        absl_logger.addFilter(FailedWrites())
 
 
 def manager(root: str, name: str, keep: int, on_commit: Callable[[], None]) -> ocp.CheckpointManager:
@@ -42,6 +59,7 @@ def manager(root: str, name: str, keep: int, on_commit: Callable[[], None]) -> o
 class Checkpoints:
     def __init__(self, workdir: str, keep: int):
         self.root = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        quiet_failed_writes()
         self.pending: dict[str, int] = {}  # series -> the step being written
         self.last = manager(self.root, "last", keep, lambda: self.seal("last"))
         self.best = manager(self.root, "best", 1, lambda: self.seal("best"))
