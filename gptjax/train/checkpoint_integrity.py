@@ -14,8 +14,8 @@ import json
 import os
 
 RECORD = "checksums.json"
-# orbax rewrites these while committing, after the post-finalisation hook; they hold no arrays
-# (a damaged one fails the restore itself, which falls back like a checksum mismatch).
+# orbax rewrites these while committing, after the post-finalisation hook. They hold bookkeeping,
+# no arrays: damaged, orbax logs it and restores the arrays (verified) all the same.
 COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a step directory before it commits
 
