@@ -49,10 +49,10 @@ def evaluate(eval_step, params, rest, batch_list) -> dict:
     """The summary of an eval step summed over (batch, weights) pairs.
 
     Each batch's sums come to the host (and add there, in the same float32) before the next
-    batch is dispatched: hundreds of queued multi-device programs, each ending in a collective,
-    interleaved with the next batches' transfers, deadlocked the CPU client's rendezvous on
-    8 virtual devices (one device never arrived). One program in flight costs nothing on CPU
-    and little elsewhere against the size of an eval batch.
+    batch is dispatched. Dispatched all at once, the hundreds of batches of a full split (each a
+    multi-device program ending in an all-reduce, then the add of its sums) deadlocked the CPU
+    client's rendezvous on 8 virtual devices: one device's part never ran. One batch in flight
+    costs little against the size of an eval batch.
     """
     sums = 0
     for b, w in batch_list:
