@@ -1,6 +1,6 @@
 """Fault injection on one tiny run: kill -9 at random moments, damaged checkpoint files, a full disk.
 
-    python -m benchmarks.faults                 # every damage case, the full disk, 10 kills (~4 minutes idle)
+    python -m benchmarks.faults                 # every damage case, the full disk, 10 kills (two tiny runs a kill)
     python -m benchmarks.faults --kills 12 --seed 1
 
 Prints counts:
@@ -124,14 +124,22 @@ def kills(root: str, corpus: str, reference: str, duration: float, n: int, rng: 
     for i in range(n):
         cache, workdir = os.path.join(root, f"cache-{i}"), os.path.join(root, f"kill-{i}")
         cmd = command(corpus, cache, workdir)
-        if i == 0:
-            trigger = lambda: appeared(cache, ".tmp-")  # noqa: E731
-        elif i == 1:
-            trigger = lambda: appeared(os.path.join(workdir, "checkpoints", "last"), ".orbax-checkpoint-tmp")  # noqa: E731
-        else:
-            at = time.time() + rng.uniform(0.05, 0.95) * duration
-            trigger = lambda: time.time() >= at  # noqa: E731
-        where = kill_trial(cmd, cache, workdir, trigger) or "(finished before the kill)"
+        where, scale = "", 0.95
+        for _ in range(3):  # a run that ends before its moment is tried again, from scratch, earlier
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+            if i == 0:
+                trigger = lambda: appeared(cache, ".tmp-")  # noqa: E731
+            elif i == 1:
+                trigger = lambda: appeared(os.path.join(workdir, "checkpoints", "last"), ".orbax-checkpoint-tmp")  # noqa: E731
+            else:
+                at = time.time() + rng.uniform(0.05, scale) * duration
+                trigger = lambda: time.time() >= at  # noqa: E731
+            where = kill_trial(cmd, cache, workdir, trigger)
+            if where:
+                break
+            scale /= 2
+        where = where or "(finished before the kill)"
         phases[where] = phases.get(where, 0) + 1
         run_to_end(cmd)
         ok = same(params_of(workdir), want)
