@@ -8,11 +8,13 @@ so a second run (or a resumed one) starts in seconds.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
@@ -20,6 +22,10 @@ from gptjax.data import cleaning, conversations, sources, splits, tokenizers
 from gptjax.errors import UserError
 
 CACHE_VERSION = 1
+TMP_PREFIX = ".tmp-"
+BUILDING = ".building"  # flocked inside a temporary cache directory while a process fills it
+ORPHAN_AGE_SECONDS = 60  # a temporary directory without a lock file is an orphan after this
+LOCK_GRACE_SECONDS = 2  # between creating the lock file and taking the lock
 
 
 @dataclasses.dataclass
@@ -61,6 +67,7 @@ def prepare(data_config, seed: int, block_size: int = 0,
                         "lower data.clean.min_chars")
     key = cache_key(docs, data_config, seed, tokenizer)
     directory = os.path.join(os.path.expanduser(data_config.cache_dir), key)
+    remove_orphans(os.path.dirname(directory))
     if not os.path.exists(os.path.join(directory, "meta.json")):
         build_cache(docs, data_config, seed, clean_stats, directory, tokenizer)
     return load_cache(directory)
@@ -101,7 +108,9 @@ def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str,
     tok = tokenizer or tokenizers.build_tokenizer(data_config, texts["train"])
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX)
+    building = open(os.path.join(tmp, BUILDING), "w")
+    fcntl.flock(building, fcntl.LOCK_EX)  # released when this process finishes or dies
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     meta = {"dtype": np.dtype(dtype).name, "chars": {}, "tokens": {}, "cleaning": clean_stats}
     for name, text in texts.items():
@@ -111,10 +120,41 @@ def build_cache(docs, data_config, seed: int, clean_stats: dict, directory: str,
     tok.save(os.path.join(tmp, "tokenizer"))
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
+    os.remove(os.path.join(tmp, BUILDING))
     try:
         os.rename(tmp, directory)
     except OSError:  # another process built the same cache first: same content, keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
+    building.close()
+
+
+def remove_orphans(parent: str) -> None:
+    """Delete the temporary directories of preparations that were killed; one being built now is
+    left alone."""
+    if not os.path.isdir(parent):
+        return
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if name.startswith(TMP_PREFIX) and os.path.isdir(path) and not being_built(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def being_built(path: str) -> bool:
+    """Whether a process may still be filling a temporary directory: its lock is held, or was made a
+    moment ago and is about to be taken, or (with no lock file) the directory changed in the last
+    minute (a builder between making the directory and its lock)."""
+    lock = os.path.join(path, BUILDING)
+    try:
+        with open(lock) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return time.time() - os.path.getmtime(lock) < LOCK_GRACE_SECONDS
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        try:
+            return time.time() - os.path.getmtime(path) < ORPHAN_AGE_SECONDS
+        except FileNotFoundError:  # renamed into place just now
+            return True
 
 
 def cut_train(text: str, train_chars: int) -> str:

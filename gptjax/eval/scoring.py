@@ -51,9 +51,18 @@ def make_eval_step(graphdef, token_bytes, token_chars):
 
 
 def evaluate(eval_step, params, rest, batch_list) -> dict:
-    """The summary of an eval step summed over (batch, weights[, segments]) tuples."""
-    sums = sum(eval_step(params, rest, *arrays) for arrays in batch_list)
-    return summarize(jax.device_get(sums))
+    """The summary of an eval step summed over (batch, weights[, segments]) tuples.
+
+    Each batch's sums come to the host (and add there, in the same float32) before the next
+    batch is dispatched. Dispatched all at once, the hundreds of batches of a full split (each a
+    multi-device program ending in an all-reduce, then the add of its sums) deadlocked the CPU
+    client's rendezvous on 8 virtual devices: one device's part never ran. One batch in flight
+    costs little against the size of an eval batch.
+    """
+    sums = 0
+    for arrays in batch_list:
+        sums = sums + jax.device_get(eval_step(params, rest, *arrays))
+    return summarize(sums)
 
 
 def summarize(sums) -> dict:

@@ -22,7 +22,7 @@ from gptjax.data.chat_template import write_chat_record
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.generate.reference import generate_uncached
-from gptjax.train import config_checks, distributed, environment, init_from, ngram_figures, report
+from gptjax.train import config_checks, distributed, environment, init_from, ngram_figures, report, workdir_lock
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.batch_source import describe
@@ -42,7 +42,11 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
     config, source = init_from.resolve(config, overrides)  # the source's architecture and tokenizer
     main_process = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    if main_process:
+        workdir_lock.hold(workdir)  # before anything in the workdir is read or written
     config_checks.check_workdir(config, workdir)
+    mesh = mesh_lib.build_mesh(config.mesh)
+    config_checks.check_batch(config, mesh)  # before anything in the workdir is written
     checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
     saved = checkpoints.loop_state()
     summary_path = os.path.join(workdir, "summary.json")
@@ -60,10 +64,8 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
         write_json(os.path.join(workdir, "environment.json"),
                    environment.environment(config.seed) | init_from.provenance(source))
 
-    mesh = mesh_lib.build_mesh(config.mesh)
     vocab = corpus.tokenizer.vocab_size
     graphdef, abstract_params, abstract_rest = state_lib.abstract_model(config.model, vocab, config.seed)
-    config_checks.check_batch(config, mesh)
     tx = build_optimizer(config.train, abstract_params)
     shardings = state_lib.state_shardings(graphdef, abstract_params, abstract_rest, tx, mesh)
     if saved is not None:
