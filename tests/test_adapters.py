@@ -254,3 +254,26 @@ def test_the_server_serves_each_adapter_as_a_model(persona_workdir, monkeypatch,
     logits = {n: np.asarray(nnx.merge(e.generator.graphdef, e.generator.params)(idx)) for n, e in engines.items()}
     assert not np.allclose(logits["tiny:HAMLET"], logits["tiny:OPHELIA"])
     assert not np.allclose(logits["tiny"], logits["tiny:HAMLET"])
+
+
+def test_a_trained_base_goes_into_the_frozen_part_of_the_state():
+    from configs.default import get_config
+    from gptjax.model import build_model
+    from gptjax.train import state as state_lib
+    from gptjax.train.adapters import place_base
+    from gptjax.train.optimizer import build_optimizer
+
+    c = get_config("smoke")
+    settings = lora.LoRASettings.create(2, 4.0, "attn")
+    _, params, _ = state_lib.abstract_model(c.model, 20, 0, settings)
+    tx = build_optimizer(c.train, params)
+    state = state_lib.fresh_state(c.model, 20, 0, tx, settings)
+    _, base, _ = nnx.split(build_model(c.model, 20, nnx.Rngs(7)), nnx.Param, ...)
+    placed = place_base(state, base)
+    got = {k: v for k, v in flat(placed.rest).items() if k in flat(base)}
+    for key, value in flat(base).items():
+        np.testing.assert_array_equal(got[key], value)
+    jax.tree.map(np.testing.assert_array_equal, placed.params, state.params)
+    _, small, _ = nnx.split(build_model(c.model, 21, nnx.Rngs(7)), nnx.Param, ...)
+    with pytest.raises(UserError, match="start from a base of this model's shape"):
+        place_base(state, small)
