@@ -114,6 +114,11 @@ def get_config(arg: str = "") -> ConfigDict:
     c.train.max_nonfinite_steps = 10   # skipped updates (non-finite loss or gradient) in a row before the run stops
     c.train.progress_every_seconds = 30.0  # a progress line this often when the output is not a terminal; 0 = every call
     c.train.init_from = ""             # start from a model: a gptjax workdir, or hf:/path/to/gpt2-dir (train/init_from.py)
+    # LoRA (gptjax/model/lora.py): train low-rank adapters on a frozen base; 0 = train every parameter.
+    c.train.lora_rank = 0
+    c.train.lora_alpha = 16.0          # adapters add (x A B) * alpha / rank
+    c.train.lora_targets = "attn,mlp"  # groups attn, mlp, head or layers c_attn, c_fc, c_gate, c_proj, lm_head
+    c.train.lora_name = ""             # the adapter's name: workdir/adapters/<name>; "" = the workdir's name
 
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, preset=""))  # preset: dp | fsdp | fsdp+tp
     # Multi-process runs (docs/scaling_out.md); GPTJAX_* / JAX_COORDINATOR_ADDRESS also start one.

@@ -62,6 +62,7 @@ def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer
     Only the model's arrays are read from the checkpoint: no optimizer is built and its
     state stays on disk.
     """
+    from gptjax.model import lora
     from gptjax.train import Checkpoints, abstract_model, build_mesh, replicated
 
     config = load_config(workdir)
@@ -72,7 +73,32 @@ def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer
     if which == "best" and not checkpoints.has_best():
         which = "last"
     mesh = build_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
-    graphdef, params, rest = abstract_model(config.model, tokenizer.vocab_size, config.seed)
+    settings = lora.LoRASettings.from_config(config.train)  # a LoRA run: its adapters over its base
+    graphdef, params, rest = abstract_model(config.model, tokenizer.vocab_size, config.seed, settings)
     params, rest = checkpoints.restore_params(params, rest, replicated(mesh), which=which)
     checkpoints.close()
-    return nnx.merge(graphdef, params, rest), tokenizer, config
+    model = nnx.merge(graphdef, params, rest)
+    return (lora.thaw_base(model) if settings else model), tokenizer, config
+
+
+def adapters_dir(workdir: str) -> str:
+    """Where a workdir's adapters are: one folder each, named after the adapter."""
+    return os.path.join(workdir, "adapters")
+
+
+def load_model_with_adapter(workdir: str, adapter: str = "", which: str = "best", merge: bool = False,
+                            quantize: str = "none") -> tuple[nnx.Module, Tokenizer, ml_collections.ConfigDict]:
+    """(model, tokenizer, config) as `load_model`, with `adapter` (a name in workdir/adapters/ or an
+    adapter's directory) attached, merged into the base weights with `merge` (a plain GPT, e.g. for
+    export), and quantised as `quantize` asks ('none' or 'int8', which merges first)."""
+    from gptjax.model.adapted import AdapterSet, check_quantize, servable
+
+    check_quantize(quantize)
+    model, tokenizer, config = load_model(workdir, which)
+    if adapter:
+        model = AdapterSet(model, adapters_dir(workdir)).switch(adapter)
+    if merge:
+        from gptjax.model.lora import merge_adapters
+
+        model = merge_adapters(model)
+    return servable(model, quantize), tokenizer, config

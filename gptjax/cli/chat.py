@@ -2,9 +2,11 @@
 
 The conversation itself is `gptjax.generate.chat_session.ChatSession`; this reads messages
 and commands: /reset, /persona TEXT, /temperature X, /save PATH, /quit. Prompts are rendered
-with the template the model was trained with (the workdir's chat.json). A persona that names a
-character of the plays (`--persona HAMLET`) becomes the system text the persona fine-tuning
-used ("You are HAMLET, in *Hamlet*."); any other persona is the system text as written.
+with the template the model was trained with (the workdir's chat.json). `/persona NAME` (and
+`--persona NAME`) attaches the LoRA adapter of that name when the workdir has one under
+adapters/, over the base loaded once; a character of the plays (`--persona HAMLET`) becomes
+the system text the persona fine-tuning used ("You are HAMLET, in *Hamlet*."); any other
+persona is the system text as written.
 """
 
 from __future__ import annotations
@@ -19,11 +21,28 @@ from gptjax.errors import UserError
 from gptjax.generate.chat_session import ChatSession
 from gptjax.generate.generator import Generator
 from gptjax.generate.settings import GenerationSettings
+from gptjax.model.adapted import AdapterSet, servable
 
-HELP = "commands: /reset, /persona TEXT, /temperature X, /save PATH, /quit"
+HELP = "commands: /reset, /persona TEXT or ADAPTER, /temperature X, /save PATH, /quit"
 
 
-def command(session: ChatSession, line: str, out: TextIO) -> bool:
+class Personas:
+    """What `/persona NAME` can switch to: the adapters saved over the one base model loaded."""
+
+    def __init__(self, adapters: AdapterSet | None = None, quantize: str = "none"):
+        self.adapters, self.quantize = adapters, quantize
+
+    def apply(self, session: ChatSession, name: str) -> str:
+        """Attach the adapter `name` if there is one (the base is not reloaded), else set the system text."""
+        if self.adapters is not None and name in self.adapters.known:
+            model = servable(self.adapters.switch(name), self.quantize)
+            session.generator = Generator(model, session.generator.tokenizer)
+            return f"(adapter {name} attached)"
+        session.persona = system_text(name)
+        return f"(persona {'set' if name else 'removed'})"
+
+
+def command(session: ChatSession, line: str, out: TextIO, personas: Personas | None = None) -> bool:
     """Carry out a /command; False when the chat should end."""
     name, _, arg = line[1:].partition(" ")
     arg = arg.strip()
@@ -33,8 +52,7 @@ def command(session: ChatSession, line: str, out: TextIO) -> bool:
         session.turns = []
         out.write("(history cleared)\n")
     elif name == "persona":
-        session.persona = system_text(arg)
-        out.write(f"(persona {'set' if arg else 'removed'})\n")
+        out.write((personas or Personas()).apply(session, arg) + "\n")
     elif name == "temperature":
         try:
             value = float(arg)
@@ -69,16 +87,16 @@ def the_plays():
     return parsed_plays()
 
 
-def repl(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
+def repl(session: ChatSession, stdin: TextIO, out: TextIO, personas: Personas | None = None) -> None:
     """Read messages and commands line by line until /quit or end of input."""
     out.write(f"chatting; {HELP}\n")
     try:
-        converse(session, stdin, out)
+        converse(session, stdin, out, personas)
     except KeyboardInterrupt:
         out.write("\n")
 
 
-def converse(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
+def converse(session: ChatSession, stdin: TextIO, out: TextIO, personas: Personas | None = None) -> None:
     while True:
         out.write("you> ")
         out.flush()
@@ -91,7 +109,7 @@ def converse(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
             continue
         try:
             if line.startswith("/"):
-                if not command(session, line, out):
+                if not command(session, line, out, personas):
                     return
                 continue
             pieces = session.reply(line)
@@ -107,8 +125,11 @@ def converse(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m gptjax.chat", description="Chat with a trained model.")
     p.add_argument("--workdir", required=True, help="directory of a trained model")
-    p.add_argument("--persona", default="",
-                   help="who the assistant is: a character of the plays (e.g. HAMLET) or a system message")
+    p.add_argument("--persona", default="", help="who the assistant is: the name of an adapter in "
+                   "WORKDIR/adapters/, a character of the plays (e.g. HAMLET), or a system message")
+    p.add_argument("--adapter", default="", help="LoRA adapter to start with: a name in WORKDIR/adapters/ or its "
+                   "directory")
+    p.add_argument("--quantize", default="none", help="none or int8 (weight-only, per-channel scales)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top_k", type=int, default=0)
     p.add_argument("--top_p", type=float, default=0.95)
@@ -122,14 +143,22 @@ def main(argv: list[str] | None = None) -> None:
 
     def run() -> None:
         from gptjax.data.chat_template import trained_template
-        from gptjax.workdir import load_model
+        from gptjax.model.adapted import check_quantize
+        from gptjax.workdir import adapters_dir, load_model
 
+        check_quantize(args.quantize)
         model, tokenizer, _ = load_model(args.workdir)
+        adapters = AdapterSet(model, adapters_dir(args.workdir))
+        if args.adapter:
+            adapters.switch(args.adapter)
         settings = GenerationSettings(strategy="sample", temperature=args.temperature, top_k=args.top_k,
                                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
-        session = ChatSession(Generator(model, tokenizer), settings, system_text(args.persona),
+        session = ChatSession(Generator(servable(model, args.quantize), tokenizer), settings, "",
                               trained_template(args.workdir, tokenizer))
-        repl(session, sys.stdin, sys.stdout)
+        personas = Personas(adapters, args.quantize)
+        if args.persona:
+            print(personas.apply(session, args.persona))
+        repl(session, sys.stdin, sys.stdout, personas)
 
     guarded(run)
 

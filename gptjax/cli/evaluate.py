@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from gptjax.cli import guarded, parse_config_flags
 from gptjax.errors import UserError
-from gptjax.eval.heldout import SPLITS, evaluate_ngram, evaluate_workdir
+from gptjax.eval.heldout import SPLITS, evaluate_ngram, evaluate_workdir, result_name
 from gptjax.workdir import load_config
 
 FLAGS = flags.FLAGS
@@ -38,6 +38,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("continue_chars", 100, "Characters it continues, compared with the real ones.")
     flags.DEFINE_multi_enum("strategy", ["greedy"], ("greedy", "beam"), "Decoding; repeat for both.")
     flags.DEFINE_integer("beams", 4, "Beam width of --strategy beam.")
+    flags.DEFINE_string("adapter", "", "LoRA adapter: a name in WORKDIR/adapters/ or its directory.")
+    flags.DEFINE_string("quantize", "none", "none or int8 (weight-only, per-channel scales).")
 
 
 def describe(result: dict) -> str:
@@ -67,10 +69,12 @@ def run() -> dict:
         result = evaluate_workdir(FLAGS.workdir, FLAGS.split, force=FLAGS.force, max_tokens=FLAGS.max_tokens,
                                   which=FLAGS.which, continuations=FLAGS.continuations,
                                   prefix_chars=FLAGS.prefix_chars, continue_chars=FLAGS.continue_chars,
-                                  strategies=tuple(dict.fromkeys(FLAGS.strategy)), beams=FLAGS.beams)
+                                  strategies=tuple(dict.fromkeys(FLAGS.strategy)), beams=FLAGS.beams,
+                                  adapter=FLAGS.adapter, quantize=FLAGS.quantize)
     print(describe(result))
     if FLAGS.workdir:
-        name = f"eval_{FLAGS.split}_ngram{FLAGS.ngram}.json" if FLAGS.ngram else f"eval_{FLAGS.split}.json"
+        name = (f"eval_{FLAGS.split}_ngram{FLAGS.ngram}.json" if FLAGS.ngram
+                else result_name(FLAGS.split, FLAGS.adapter, FLAGS.quantize))
         print(f"written to {os.path.join(FLAGS.workdir, name)}")
     return result
 

@@ -23,6 +23,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m gptjax.generate", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", required=True, help="directory of a trained model")
     p.add_argument("--checkpoint", default="best", help="best (falls back to last) or last")
+    p.add_argument("--adapter", default="", help="LoRA adapter: a name in WORKDIR/adapters/ or its directory")
+    p.add_argument("--quantize", default="none", help="none or int8 (weight-only, per-channel scales)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts_file", help="one prompt per line, or .jsonl records with a 'prompt' field")
     p.add_argument("--output", help="write JSON lines here instead of printing")
@@ -91,11 +93,11 @@ def record(prompt: str, sample: int, c: Completion) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
-    from gptjax.workdir import load_model
+    from gptjax.workdir import load_model_with_adapter
 
     prompts = read_prompts(args)
     settings_from(args, {}).validate()  # refuse bad flags before loading anything
-    model, tokenizer, _ = load_model(args.workdir, args.checkpoint)
+    model, tokenizer, _ = load_model_with_adapter(args.workdir, args.adapter, args.checkpoint, quantize=args.quantize)
     generator = Generator(model, tokenizer)
     settings = settings_from(args, tokenizer.special_ids)
     ids = [generator.encode(p, where=f"prompt {n}" if len(prompts) > 1 else "the prompt")

@@ -25,7 +25,7 @@ from gptjax.errors import UserError
 from gptjax.eval.continuation import continuation_task
 from gptjax.eval.scoring import evaluate, make_eval_step
 from gptjax.train import batch_sharding, build_mesh
-from gptjax.workdir import load_config, load_model, write_json
+from gptjax.workdir import load_config, load_model_with_adapter, write_json
 
 SPLITS = ("train", "val", "test")
 # Per-token figures only compare between models that cut text into the same tokens.
@@ -83,15 +83,22 @@ def workdir_corpus(config, workdir: str) -> Corpus:
 
 def evaluate_workdir(workdir: str, split: str, *, force: bool = False, max_tokens: int = 0, which: str = "best",
                      continuations: int = 0, prefix_chars: int = 200, continue_chars: int = 100,
-                     strategies: tuple[str, ...] = ("greedy",), beams: int = 4) -> dict:
-    """Score a trained run on a split (and the continuation task); writes `<workdir>/eval_<split>.json`."""
+                     strategies: tuple[str, ...] = ("greedy",), beams: int = 4, adapter: str = "",
+                     quantize: str = "none") -> dict:
+    """Score a trained run on a split (and the continuation task), with a LoRA `adapter` and
+    `quantize` as `load_model_with_adapter` takes them; writes `<workdir>/eval_<split>.json`
+    (`eval_<split>_<adapter>_<quantize>.json` with either)."""
+    from gptjax.model.adapted import check_quantize
+
     check_split(split, force, max_tokens)
+    check_quantize(quantize)
     config = load_config(workdir)
     corpus = workdir_corpus(config, workdir)
     check_not_empty(corpus, split)
     started = time.time()
-    model, tokenizer, config = load_model(workdir, which)
+    model, tokenizer, config = load_model_with_adapter(workdir, adapter, which, quantize=quantize)
     result = {"split": split, "workdir": workdir, "model": config.model.kind, "checkpoint": which,
+              **({"adapter": adapter} if adapter else {}), **({"quantize": quantize} if quantize != "none" else {}),
               "tokenizer": tokenizer_id(os.path.join(workdir, "tokenizer")), "max_tokens": max_tokens,
               **score_model(model, corpus, split, config.model.block_size, config.eval.batch_size, max_tokens)}
     if continuations:
@@ -100,8 +107,14 @@ def evaluate_workdir(workdir: str, split: str, *, force: bool = False, max_token
             model, tokenizer, text, count=continuations, prefix_chars=prefix_chars, continue_chars=continue_chars,
             block_size=config.model.block_size, strategies=tuple(strategies), beams=beams)
     result["seconds"] = round(time.time() - started, 1)
-    write_json(os.path.join(workdir, f"eval_{split}.json"), result)
+    write_json(os.path.join(workdir, result_name(split, adapter, quantize)), result)
     return result
+
+
+def result_name(split: str, adapter: str = "", quantize: str = "none") -> str:
+    """eval_<split>.json, with the adapter's name and the quantisation when used."""
+    variant = "".join(f"_{os.path.basename(os.path.normpath(v))}" for v in (adapter, quantize) if v not in ("", "none"))
+    return f"eval_{split}{variant}.json"
 
 
 def evaluate_ngram(config, order: int, split: str, *, force: bool = False, max_tokens: int = 0,

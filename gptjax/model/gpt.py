@@ -470,7 +470,10 @@ class GPT(nnx.Module):
         mask = None
         if segments is not None:
             mask, positions = packed_layout(segments)
-        x = jnp.take(self.wte.embedding[...], idx, axis=0).astype(jnp.float32)
+        # The table's rows as stored (not cast to the compute dtype first); a quantised table
+        # (gptjax.model.quantize.Int8Embed) dequantises the rows it reads itself.
+        rows = jnp.take(self.wte.embedding[...], idx, axis=0) if type(self.wte) is nnx.Embed else self.wte(idx)
+        x = rows.astype(jnp.float32)
         x, rotary = POS_ENCODINGS[self.cfg.pos_encoding](self, x, positions)
         x = self.drop(x, deterministic=not train, rngs=rngs)
 

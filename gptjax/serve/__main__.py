@@ -18,7 +18,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m gptjax.serve", epilog=EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Serve trained models with an OpenAI-compatible API and a chat page; "
-                                            "each workdir is a model named after its folder.")
+                                            "each workdir is a model named after its folder, and each LoRA "
+                                            "adapter in its adapters/ a model named <workdir>:<adapter>.")
     p.add_argument("--workdir", action="append", required=True, help="directory of a trained model (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -29,6 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--overflow", choices=("error", "sliding"), default="error",
                    help="a prompt plus reply longer than the context: refuse (400) or slide the window")
     p.add_argument("--max_body", type=int, default=1 << 20, help="largest request body in bytes (more: 413)")
+    p.add_argument("--quantize", default="none", help="none or int8 (weight-only, per-channel scales)")
     return p.parse_args(argv)
 
 
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             if getattr(args, name) < 1:
                 raise UserError(f"--{name}={getattr(args, name)}; use a positive number")
         engines = load_engines(args.workdir, max_batch=args.max_batch, max_queue=args.max_queue,
-                               max_tokens=args.max_tokens, overflow=args.overflow)
+                               max_tokens=args.max_tokens, overflow=args.overflow, quantize=args.quantize)
         app = create_app(engines, api_key=args.api_key, max_body=args.max_body)
         print(f"serving {', '.join(engines)} on http://{args.host}:{args.port}/", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -298,10 +298,14 @@ def model_name(workdir: str) -> str:
     return os.path.basename(os.path.normpath(workdir))
 
 
-def load_engines(workdirs: list[str], **options) -> dict[str, Engine]:
-    """One engine per workdir, by name; two workdirs of the same name are refused."""
-    from gptjax.workdir import load_model
+def load_engines(workdirs: list[str], quantize: str = "none", **options) -> dict[str, Engine]:
+    """One engine per workdir, by name, and one per LoRA adapter saved in a workdir's adapters/,
+    named `<workdir>:<adapter>` (a clone sharing the base's arrays); two workdirs of the same name
+    are refused. `quantize`: none or int8, applied to each model served."""
+    from gptjax.model.adapted import AdapterSet, check_quantize, servable
+    from gptjax.workdir import adapters_dir, load_model
 
+    check_quantize(quantize)
     names = [model_name(w) for w in workdirs]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:
@@ -310,5 +314,8 @@ def load_engines(workdirs: list[str], **options) -> dict[str, Engine]:
     engines = {}
     for name, workdir in zip(names, workdirs):
         model, tokenizer, _ = load_model(workdir)
-        engines[name] = Engine(name, model, tokenizer, **options)
+        adapters = AdapterSet(model, adapters_dir(workdir))
+        models = {name: model, **{f"{name}:{a}": adapters.copy_with(a) for a in adapters.known}}
+        for served, m in models.items():
+            engines[served] = Engine(served, servable(m, quantize), tokenizer, **options)
     return engines

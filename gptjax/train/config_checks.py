@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+from flax import nnx
+
 from gptjax.data.augment import AUGMENTATIONS
 from gptjax.data.prepare import Corpus
 from gptjax.errors import UserError
 from gptjax.model import KINDS
 from gptjax.model import gpt
+from gptjax.model.lora import LoRASettings, apply_lora
 from gptjax.train.batch_ramp import BatchSchedule
 from gptjax.train.model_steps import PAIRS, check_pairs
 from gptjax.train.mesh import PRESETS
@@ -44,6 +47,7 @@ NON_NEGATIVE = ("train.steps", "train.warmup_steps", "train.weight_decay", "trai
                 "train.progress_every_seconds", "data.train_chars", "data.augment_rate")
 # What a resumed run must share with the run that wrote the workdir.
 MUST_MATCH = ("seed", "data", "model")
+MUST_MATCH_KEYS = {"train.lora_rank": 0, "train.lora_alpha": 16.0, "train.lora_targets": "attn,mlp"}  # and defaults
 
 
 def get(config, dotted: str):
@@ -81,6 +85,25 @@ def check_config(config) -> None:
     for key, value in fractions.items():
         if value is not None and not 0 <= value < 1:
             raise UserError(f"config {key}={value} must be in [0, 1)")
+    check_lora(config)
+
+
+def check_lora(config) -> None:
+    """train.lora_*: settings LoRASettings accepts, on layers this model has, under a plain adapter name."""
+    settings = LoRASettings.from_config(config.train)
+    if settings is None:
+        return
+    if config.model.kind != "gpt":
+        raise UserError(f"train.lora_rank={settings.rank} adapts a GPT, not model.kind={config.model.kind!r}; "
+                        "set train.lora_rank=0")
+    # The layers asked for must exist (lm_head only untied, c_gate only with SwiGLU): apply_lora's own
+    # check, on an abstract model of this shape (nothing is allocated).
+    nnx.eval_shape(lambda: apply_lora(gpt.GPT(gpt.GPTConfig.from_config(config.model, 8), rngs=nnx.Rngs(0)),
+                                      settings, nnx.Rngs(0)))
+    name = config.train.get("lora_name", "")
+    if name in (".", "..") or "/" in name or os.sep in name:
+        raise UserError(f"train.lora_name={name!r} must be a plain folder name (the adapter goes to "
+                        "workdir/adapters/<name>)")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -99,8 +122,12 @@ def check_workdir(config, workdir: str) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
-        saved = flatten({k: v for k, v in json.load(f).items() if k in MUST_MATCH})
+        record = json.load(f)
+    saved = flatten({k: v for k, v in record.items() if k in MUST_MATCH})
     wanted = flatten({k: v for k, v in config.to_dict().items() if k in MUST_MATCH})
+    for key, default in MUST_MATCH_KEYS.items():  # keys older runs may lack take their default
+        section, name = key.split(".")
+        saved[key], wanted[key] = record.get(section, {}).get(name, default), config[section].get(name, default)
     for key in sorted(set(saved) | set(wanted)):
         if key in ("data.cache_dir",):
             continue

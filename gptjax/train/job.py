@@ -22,7 +22,8 @@ from gptjax.data.chat_template import write_chat_record
 from gptjax.data.prepare import Corpus, prepare
 from gptjax.errors import UserError
 from gptjax.generate.reference import generate_uncached
-from gptjax.train import config_checks, distributed, environment, init_from, ngram_figures, report, workdir_lock
+from gptjax.train import (adapters, config_checks, distributed, environment, init_from, ngram_figures, report,
+                          workdir_lock)
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
 from gptjax.train.batch_source import describe
@@ -65,20 +66,26 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
                    environment.environment(config.seed) | init_from.provenance(source))
 
     vocab = corpus.tokenizer.vocab_size
-    graphdef, abstract_params, abstract_rest = state_lib.abstract_model(config.model, vocab, config.seed)
+    lora = adapters.settings(config)  # None, or adapters over a frozen base: params are the adapters
+    graphdef, abstract_params, abstract_rest = state_lib.abstract_model(config.model, vocab, config.seed, lora)
     tx = build_optimizer(config.train, abstract_params)
     shardings = state_lib.state_shardings(graphdef, abstract_params, abstract_rest, tx, mesh)
     if saved is not None:
-        target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings)
+        target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings, lora)
         state, loop = checkpoints.restore(target)
         print(f"resuming from step {loop.step} in {workdir}")
+    elif source is not None and lora is not None:  # adapters over the source's weights
+        state = state_lib.init_state(config.model, vocab, config.seed, tx, shardings, lora)
+        state, loop = adapters.place_base(state, source.params), LoopState()
     elif source is not None:
         state, loop = init_from.initial_state(source, config, vocab, tx, shardings), LoopState()
     else:
-        state, loop = state_lib.init_state(config.model, vocab, config.seed, tx, shardings), LoopState()
+        state, loop = state_lib.init_state(config.model, vocab, config.seed, tx, shardings, lora), LoopState()
     n_params = state_lib.count_params(abstract_params)
     print(f"model: {config.model.kind}, {n_params:,} parameters; data: {describe(corpus)}; "
           f"mesh {dict(mesh.shape)}")
+    if lora is not None:
+        print(adapters.describe(lora, abstract_params, abstract_rest))
 
     trainer = Trainer(config, corpus, mesh, graphdef, tx, shardings)
     print(trainer.memory_report(state))
@@ -93,7 +100,7 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
         log.close()
 
     if checkpoints.has_best():
-        target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings)
+        target = state_lib.restore_target(config.model, vocab, config.seed, tx, shardings, lora)
         best, _ = checkpoints.restore(target, which="best")
         params, rest = best.params, best.rest
     else:
@@ -109,6 +116,7 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
                "stop_reason": loop.stop_reason or COMPLETED}
     if loop.skipped_steps:
         summary["skipped_steps"] = loop.skipped_steps
+    summary.update(adapters.save_product(config, workdir, graphdef, params, rest))  # {} without LoRA
     for split, scores in final.items():
         summary.update({f"{split}_loss": scores["loss"], f"{split}_bpc": scores["bits_per_char"],
                         f"{split}_bpb": scores["bits_per_byte"], f"{split}_perplexity": scores["perplexity"]})

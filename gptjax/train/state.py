@@ -12,9 +12,10 @@ from gptjax.train import mesh as mesh_lib
 from gptjax.train.step import TrainState
 
 
-def abstract_model(model_config, vocab_size: int, seed: int):
-    """(graphdef, abstract params, abstract rest) without allocating any array."""
-    abstract = nnx.eval_shape(lambda: build_model(model_config, vocab_size, nnx.Rngs(seed)))
+def abstract_model(model_config, vocab_size: int, seed: int, lora=None):
+    """(graphdef, abstract params, abstract rest) without allocating any array; with `lora`
+    (LoRASettings), params are the adapters alone and the frozen base is in rest."""
+    abstract = nnx.eval_shape(lambda: build_model(model_config, vocab_size, nnx.Rngs(seed), lora))
     return nnx.split(abstract, nnx.Param, ...)
 
 
@@ -50,20 +51,21 @@ def moment_shardings(opt_shapes, abstract_params, param_shardings, mesh: Mesh):
     return jax.tree_util.tree_map_with_path(one, opt_shapes)
 
 
-def fresh_state(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation) -> TrainState:
-    model = build_model(model_config, vocab_size, nnx.Rngs(seed))
+def fresh_state(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation,
+                lora=None) -> TrainState:
+    model = build_model(model_config, vocab_size, nnx.Rngs(seed), lora)
     _, params, rest = nnx.split(model, nnx.Param, ...)
     return TrainState(jax.numpy.zeros((), jax.numpy.int32), params, rest, tx.init(params))
 
 
 def init_state(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation,
-               shardings: TrainState) -> TrainState:
+               shardings: TrainState, lora=None) -> TrainState:
     """Initialise parameters and optimizer state inside one jit whose outputs are sharded."""
-    return jax.jit(lambda: fresh_state(model_config, vocab_size, seed, tx), out_shardings=shardings)()
+    return jax.jit(lambda: fresh_state(model_config, vocab_size, seed, tx, lora), out_shardings=shardings)()
 
 
 def restore_target(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation,
-                   shardings: TrainState) -> TrainState:
+                   shardings: TrainState, lora=None) -> TrainState:
     """Shapes, dtypes and shardings of the train state, for restoring a checkpoint onto them."""
-    shapes = jax.eval_shape(lambda: fresh_state(model_config, vocab_size, seed, tx))
+    shapes = jax.eval_shape(lambda: fresh_state(model_config, vocab_size, seed, tx, lora))
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
