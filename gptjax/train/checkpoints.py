@@ -46,12 +46,13 @@ def quiet_failed_writes() -> None:
 
 def manager(root: str, name: str, keep: int, on_commit: Callable[[], None]) -> ocp.CheckpointManager:
     """One checkpoint series under root/name; `on_commit` runs before each step's directory commits.
+    Its directory appears with the first save, so a run refused before training leaves none.
 
     Across processes orbax names its commit barrier after the step, so `last` and `best`
     saving the same step at once would meet at one barrier; the prefix keeps them apart.
     """
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+        max_to_keep=keep, create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(
             barrier_sync_key_prefix=name), async_options=ocp.AsyncOptions(post_finalization_callback=on_commit))
     return ocp.CheckpointManager(os.path.join(root, name), options=options)
 
