@@ -77,7 +77,21 @@ def guarded(fn: Callable[[], T], compile_cache: bool = True,
             except Exception:  # the hint is a courtesy: never let it turn Ctrl-C into a traceback
                 pass
         print(f"\n{message}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not sys.exit: a checkpoint still being written in the background would fail at interpreter
+        # shutdown with a traceback. Its temporary directory is never committed, so the newest
+        # committed checkpoint is what a rerun resumes from.
+        os._exit(EXIT_INTERRUPTED)
+
+
+def absl_help(argv: list[str] | None, doc: str, module: str) -> None:
+    """Answer --help for an absl command with its own docstring (which holds an example) and its
+    flags: absl would print the docstring of the `python -m` shim, which says neither."""
+    args = sys.argv[1:] if argv is None else argv[1:]
+    if any(a in ("-h", "--help", "--helpshort", "-?") for a in args):
+        print(doc.strip() + "\n\nflags:\n" + flags.FLAGS.module_help(module))
+        sys.exit(0)
 
 
 def parse_config_flags(argv: list[str], hint: str) -> list[str]:
