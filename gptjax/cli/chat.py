@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import TextIO
 
 from gptjax.cli import guarded
@@ -17,6 +18,8 @@ from gptjax.generate.generator import Generator
 from gptjax.generate.settings import GenerationSettings
 
 HELP = "commands: /reset, /persona TEXT, /temperature X, /save PATH, /quit"
+EXAMPLE = """example:
+  python -m gptjax.chat --workdir runs/sft --persona "You are a helpful assistant." --temperature 0.7"""
 
 
 def command(session: ChatSession, line: str, out: TextIO) -> bool:
@@ -48,16 +51,16 @@ def command(session: ChatSession, line: str, out: TextIO) -> bool:
     return True
 
 
-def repl(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
+def repl(session: ChatSession, stdin: TextIO, out: TextIO, verbose: bool = False) -> None:
     """Read messages and commands line by line until /quit or end of input."""
     out.write(f"chatting; {HELP}\n")
     try:
-        converse(session, stdin, out)
+        converse(session, stdin, out, verbose)
     except KeyboardInterrupt:
         out.write("\n")
 
 
-def converse(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
+def converse(session: ChatSession, stdin: TextIO, out: TextIO, verbose: bool = False) -> None:
     while True:
         out.write("you> ")
         out.flush()
@@ -73,18 +76,24 @@ def converse(session: ChatSession, stdin: TextIO, out: TextIO) -> None:
                 if not command(session, line, out):
                     return
                 continue
+            asked = time.perf_counter()
             pieces = session.reply(line)
             out.write("bot> ")
+            first = None
             for piece in pieces:
+                first = time.perf_counter() - asked if first is None else first
                 out.write(piece)
                 out.flush()
             out.write("\n")
+            if verbose and first is not None:
+                out.write(f"(first token after {first:.2f} s)\n")
         except UserError as e:
             out.write(f"error: {e}\n")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m gptjax.chat", description="Chat with a trained model.")
+    p = argparse.ArgumentParser(prog="python -m gptjax.chat", description="Chat with a trained model.",
+                                epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="directory of a trained model")
     p.add_argument("--persona", default="", help="system message that sets who the assistant is")
     p.add_argument("--temperature", type=float, default=0.8)
@@ -92,6 +101,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--top_p", type=float, default=0.95)
     p.add_argument("--max_new_tokens", type=int, default=200, help="longest reply, in tokens")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="print the time to each reply's first token")
+    p.add_argument("--no_compile_cache", action="store_true", help="do not keep compiled programs across runs")
     return p.parse_args(argv)
 
 
@@ -104,9 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer, _ = load_model(args.workdir)
         settings = GenerationSettings(strategy="sample", temperature=args.temperature, top_k=args.top_k,
                                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
-        repl(ChatSession(Generator(model, tokenizer), settings, args.persona), sys.stdin, sys.stdout)
+        repl(ChatSession(Generator(model, tokenizer), settings, args.persona), sys.stdin, sys.stdout, args.verbose)
 
-    guarded(run)
+    guarded(run, compile_cache=not args.no_compile_cache)
 
 
 if __name__ == "__main__":
