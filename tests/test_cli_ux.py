@@ -92,6 +92,20 @@ def test_two_lengths_in_one_bucket_compile_once():
     assert decoder.advance._cache_size() == advances + 1
 
 
+def test_a_long_stream_compiles_nothing_after_its_first_run():
+    from jax import monitoring
+
+    generator = Generator(random_gpt(block_size=64), LetterTokenizer(11))
+    prompt = generator.encode("abc")
+    "".join(generator.stream(prompt, GenerationSettings(strategy="greedy", max_new_tokens=40)))
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda name, seconds, **kw: compiles.append(name) if name == "/jax/core/compile/backend_compile_duration"
+        else None)
+    text = "".join(generator.stream(prompt, GenerationSettings(strategy="greedy", max_new_tokens=60)))
+    assert len(text) == 60 and compiles == []  # one piece per few tokens, none of them compiled anew
+
+
 def test_max_new_tokens_is_capped():
     with pytest.raises(UserError, match="over the limit"):
         GenerationSettings(max_new_tokens=MAX_NEW_TOKENS + 1).validate()

@@ -140,8 +140,10 @@ class Generator:
                                layout=layout, plan=plan)
 
     def generated_ids(self, st, layout: Layout, row: int) -> np.ndarray:
-        end = min(int(st.end[row]), int(st.length))
-        return np.asarray(st.tokens[row, layout.window:end])
+        # Sliced on the host: a device slice with Python bounds compiles once per new length,
+        # which made every streamed piece of a long run compile a program of its own.
+        end = min(int(np.asarray(st.end)[row]), int(st.length))
+        return np.asarray(st.tokens)[row, layout.window:end]
 
     def sample(self, prompts: list[np.ndarray], s: GenerationSettings) -> list[list[Completion]]:
         rows = [p for p in prompts for _ in range(s.num_samples)]
