@@ -59,15 +59,25 @@ def use_compile_cache(enabled: bool = True) -> str | None:
 
 
 def guarded(fn: Callable[[], T], compile_cache: bool = True,
-            on_interrupt: Callable[[], str] | None = None) -> T:
+            on_interrupt: Callable[[], str] | None = None, writes_nothing: bool = False) -> T:
     """Run an entry point: bad input ends as `error: ...` on stderr and exit status 2; Ctrl-C as
-    one line (from `on_interrupt`, e.g. where training stopped and how to resume) and exit 130."""
+    one line (from `on_interrupt`, e.g. where training stopped and how to resume) and exit 130.
+
+    `writes_nothing`: the command has nothing of its own to finish on exit (generate, chat run as a
+    program, not called from Python), so
+    an error leaves at once; else orbax's restore threads, stopping during interpreter shutdown,
+    can print an "Event loop is closed" traceback after the one line.
+    """
     quiet_logs()
     try:
         use_compile_cache(compile_cache)
         return fn()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if writes_nothing:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         sys.exit(2)
     except KeyboardInterrupt:
         message = "interrupted"

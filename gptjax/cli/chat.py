@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
         repl(ChatSession(Generator(model, tokenizer), settings, args.persona), sys.stdin, sys.stdout, args.verbose)
 
-    guarded(run, compile_cache=not args.no_compile_cache)
+    guarded(run, compile_cache=not args.no_compile_cache, writes_nothing=argv is None)
 
 
 if __name__ == "__main__":

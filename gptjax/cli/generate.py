@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    guarded(lambda: run(args), compile_cache=not args.no_compile_cache)
+    guarded(lambda: run(args), compile_cache=not args.no_compile_cache, writes_nothing=argv is None)
 
 
 if __name__ == "__main__":
