@@ -56,6 +56,31 @@ def overlay(config: ml_collections.ConfigDict, saved: dict) -> None:
                 config[key] = value
 
 
+def check_workdir(workdir: str) -> None:
+    """Refuse a workdir that is a file or cannot be written, before a run starts working there."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir {workdir} is a file, not a directory; give a new or existing run directory")
+    existing = workdir
+    while not os.path.exists(existing):  # a new workdir is created in its nearest existing parent
+        parent = os.path.dirname(os.path.abspath(existing))
+        if parent == os.path.abspath(existing):
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise UserError(f"--workdir {workdir}: {existing} is a file, not a directory; give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir {workdir}: {existing} is not writable; fix its permissions or choose "
+                        "another directory")
+
+
+CHECKPOINT_NAMES = ("best", "last")
+
+
+def check_checkpoint_name(which: str) -> None:
+    if which not in CHECKPOINT_NAMES:
+        raise UserError(f"--checkpoint {which!r} is unknown; use best (falls back to last) or last")
+
+
 def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer, ml_collections.ConfigDict]:
     """(model, tokenizer, config); `which` is best (falling back to last) or last.
 
@@ -65,6 +90,7 @@ def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer
     from gptjax.model import lora
     from gptjax.train import Checkpoints, abstract_model, build_mesh, replicated
 
+    check_checkpoint_name(which)
     config = load_config(workdir)
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
     checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
@@ -75,8 +101,17 @@ def load_model(workdir: str, which: str = "best") -> tuple[nnx.Module, Tokenizer
     mesh = build_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
     settings = lora.LoRASettings.from_config(config.train)  # a LoRA run: its adapters over its base
     graphdef, params, rest = abstract_model(config.model, tokenizer.vocab_size, config.seed, settings)
-    params, rest = checkpoints.restore_params(params, rest, replicated(mesh), which=which)
-    checkpoints.close()
+    try:
+        params, rest = checkpoints.restore_params(params, rest, replicated(mesh), which=which)
+    except UserError:
+        raise
+    except Exception as e:  # orbax and tensorstore raise many types for unreadable bytes
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" See full")[0][:160]
+        raise UserError(f"the {which} checkpoint in {workdir}/checkpoints cannot be read ({first}); it is "
+                        "damaged: try --checkpoint " + ("best" if which == "last" else "last") +
+                        ", or train again") from None
+    finally:
+        checkpoints.close()
     model = nnx.merge(graphdef, params, rest)
     return (lora.thaw_base(model) if settings else model), tokenizer, config
 

@@ -60,3 +60,15 @@ def test_several_references_per_hypothesis():
 def test_bad_input_raises_user_errors(call, message):
     with pytest.raises(UserError, match=message):
         call()
+
+
+def test_blank_outputs_are_degenerate_not_diverse():
+    beams = ["   ", "", "\n\t "] * 16 + ["e", "the"]   # blank beams and two stray words
+    assert distinct_n(beams, 1) == pytest.approx(2 / 50)
+    assert distinct_n(["  ", ""], 1) == 0.0
+    assert distinct_n(["  ", ""], 2, unit="char") == 0.0
+    assert repetition_rate(["  ", ""]) == 1.0
+    assert repetition_rate(beams) == pytest.approx(48 / 48)   # the words are too short for 4-grams
+    assert repetition_rate(["a b c d", "   "]) == pytest.approx(1 / 2)
+    assert distinct_n(["a b", " "], 1) == pytest.approx(2 / 3)
+    assert distinct_n([], 1) == 0.0 and repetition_rate([]) == 0.0

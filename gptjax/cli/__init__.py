@@ -1,12 +1,18 @@
 """The command-line programs (`python -m gptjax.main`, `gptjax.generate`, ...) and what they share:
-quiet library logs, one-line errors, exit 2.
+quiet library logs, a persistent compilation cache, one-line errors (exit 2) and a clean
+Ctrl-C (exit 130).
 
 Each command parses its flags, calls one library function and prints; the library never
 imports from here.
+
+Compiled programs are kept across runs in `$GPTJAX_COMPILE_CACHE` (default
+`~/.cache/gptjax/jax_compile`), so a second `generate` or `chat` starts without compiling;
+`GPTJAX_COMPILE_CACHE=off` (or a command's `--no_compile_cache`) turns the cache off.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, TypeVar
 
@@ -16,6 +22,10 @@ from gptjax.errors import UserError
 
 T = TypeVar("T")
 
+CACHE_ENV = "GPTJAX_COMPILE_CACHE"
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gptjax", "jax_compile")
+EXIT_INTERRUPTED = 130  # the shell's code for a program ended by SIGINT
+
 
 def quiet_logs() -> None:
     """orbax and absl log every checkpoint step at INFO; keep the terminal for progress."""
@@ -24,14 +34,74 @@ def quiet_logs() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def guarded(fn: Callable[[], T]) -> T:
-    """Run an entry point; bad input ends as `error: ...` on stderr and exit status 2."""
+def compile_cache_dir() -> str | None:
+    """Where compiled programs are kept, or None when the cache is turned off."""
+    value = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
+    if value.strip().lower() in ("", "0", "off", "false", "no"):
+        return None
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def use_compile_cache(enabled: bool = True) -> str | None:
+    """Turn on JAX's persistent compilation cache (CPU programs too: no size or compile-time
+    floor, since a CLI's small programs are exactly what a second run should not recompile).
+    Returns the directory in use, None when off."""
+    import jax
+
+    directory = compile_cache_dir() if enabled else None
+    if directory is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return directory
+
+
+def guarded(fn: Callable[[], T], compile_cache: bool = True,
+            on_interrupt: Callable[[], str] | None = None, writes_nothing: bool = False) -> T:
+    """Run an entry point: bad input ends as `error: ...` on stderr and exit status 2; Ctrl-C as
+    one line (from `on_interrupt`, e.g. where training stopped and how to resume) and exit 130.
+
+    `writes_nothing`: the command has nothing of its own to finish on exit (generate, chat run as a
+    program, not called from Python), so
+    an error leaves at once; else orbax's restore threads, stopping during interpreter shutdown,
+    can print an "Event loop is closed" traceback after the one line.
+    """
     quiet_logs()
     try:
+        use_compile_cache(compile_cache)
         return fn()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if writes_nothing:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         sys.exit(2)
+    except KeyboardInterrupt:
+        message = "interrupted"
+        if on_interrupt is not None:
+            try:
+                message = on_interrupt()
+            except Exception:  # the hint is a courtesy: never let it turn Ctrl-C into a traceback
+                pass
+        print(f"\n{message}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not sys.exit: a checkpoint still being written in the background would fail at interpreter
+        # shutdown with a traceback. Its temporary directory is never committed, so the newest
+        # committed checkpoint is what a rerun resumes from.
+        os._exit(EXIT_INTERRUPTED)
+
+
+def absl_help(argv: list[str] | None, doc: str, module: str) -> None:
+    """Answer --help for an absl command with its own docstring (which holds an example) and its
+    flags: absl would print the docstring of the `python -m` shim, which says neither."""
+    args = sys.argv[1:] if argv is None else argv[1:]
+    if any(a in ("-h", "--help", "--helpshort", "-?") for a in args):
+        print(doc.strip() + "\n\nflags:\n" + flags.FLAGS.module_help(module))
+        sys.exit(0)
 
 
 def parse_config_flags(argv: list[str], hint: str) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import time
 from typing import TextIO
 
 from gptjax.cli import guarded
@@ -24,6 +25,8 @@ from gptjax.generate.settings import GenerationSettings
 from gptjax.model.adapted import AdapterSet, servable
 
 HELP = "commands: /reset, /persona TEXT or ADAPTER, /temperature X, /save PATH, /quit"
+EXAMPLE = """example:
+  python -m gptjax.chat --workdir runs/sft --persona "You are a helpful assistant." --temperature 0.7"""
 
 
 class Personas:
@@ -87,16 +90,18 @@ def the_plays():
     return parsed_plays()
 
 
-def repl(session: ChatSession, stdin: TextIO, out: TextIO, personas: Personas | None = None) -> None:
+def repl(session: ChatSession, stdin: TextIO, out: TextIO, personas: Personas | None = None,
+         verbose: bool = False) -> None:
     """Read messages and commands line by line until /quit or end of input."""
     out.write(f"chatting; {HELP}\n")
     try:
-        converse(session, stdin, out, personas)
+        converse(session, stdin, out, personas, verbose)
     except KeyboardInterrupt:
         out.write("\n")
 
 
-def converse(session: ChatSession, stdin: TextIO, out: TextIO, personas: Personas | None = None) -> None:
+def converse(session: ChatSession, stdin: TextIO, out: TextIO, personas: Personas | None = None,
+             verbose: bool = False) -> None:
     while True:
         out.write("you> ")
         out.flush()
@@ -112,18 +117,24 @@ def converse(session: ChatSession, stdin: TextIO, out: TextIO, personas: Persona
                 if not command(session, line, out, personas):
                     return
                 continue
+            asked = time.perf_counter()
             pieces = session.reply(line)
             out.write("bot> ")
+            first = None
             for piece in pieces:
+                first = time.perf_counter() - asked if first is None else first
                 out.write(piece)
                 out.flush()
             out.write("\n")
+            if verbose and first is not None:
+                out.write(f"(first token after {first:.2f} s)\n")
         except UserError as e:
             out.write(f"error: {e}\n")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m gptjax.chat", description="Chat with a trained model.")
+    p = argparse.ArgumentParser(prog="python -m gptjax.chat", description="Chat with a trained model.",
+                                epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="directory of a trained model")
     p.add_argument("--persona", default="", help="who the assistant is: the name of an adapter in "
                    "WORKDIR/adapters/, a character of the plays (e.g. HAMLET), or a system message")
@@ -135,6 +146,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--top_p", type=float, default=0.95)
     p.add_argument("--max_new_tokens", type=int, default=200, help="longest reply, in tokens")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="print the time to each reply's first token")
+    p.add_argument("--no_compile_cache", action="store_true", help="do not keep compiled programs across runs")
     return p.parse_args(argv)
 
 
@@ -158,9 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         personas = Personas(adapters, args.quantize)
         if args.persona:
             print(personas.apply(session, args.persona))
-        repl(session, sys.stdin, sys.stdout, personas)
+        repl(session, sys.stdin, sys.stdout, personas, args.verbose)
 
-    guarded(run)
+    guarded(run, compile_cache=not args.no_compile_cache, writes_nothing=argv is None)
 
 
 if __name__ == "__main__":

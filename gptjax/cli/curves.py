@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from gptjax.cli import guarded
+from gptjax.cli import absl_help, guarded
 from gptjax.eval.learning_curves import compare_with_ngrams
 
 FLAGS = flags.FLAGS
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("workdir", None, "A trained run's directory.")
     flags.DEFINE_list("orders", ["3", "5", "7"], "n-gram orders to draw.")
     flags.mark_flag_as_required("workdir")
+    absl_help(argv, __doc__, __name__)
     app.run(curves, argv=argv)
 
 

@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from gptjax.cli import guarded, parse_config_flags
+from gptjax.cli import absl_help, guarded, parse_config_flags
 from gptjax.errors import UserError
 from gptjax.eval.heldout import SPLITS, evaluate_ngram, evaluate_workdir, result_name
 from gptjax.workdir import load_config
@@ -94,6 +94,7 @@ def evaluate(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     define_flags()
+    absl_help(argv, __doc__, __name__)
     app.run(evaluate, argv=argv, flags_parser=parse_flags)
 
 

@@ -14,6 +14,10 @@ import argparse
 from typing import Sequence
 
 from gptjax.cli import guarded
+
+EXAMPLE = """examples:
+  python -m gptjax.human_eval make --inputs base=base.jsonl tuned=tuned.jsonl --out eval1
+  python -m gptjax.human_eval score eval1"""
 from gptjax.errors import UserError
 from gptjax.eval.human_eval import BOOTSTRAP_SAMPLES, make, score
 
@@ -31,9 +35,10 @@ def table(result: dict) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gptjax.human_eval", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gptjax.human_eval", description=__doc__.split("\n")[0],
+                                     epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    make_cmd = commands.add_parser("make", help="write a blind rating kit")
+    make_cmd = commands.add_parser("make", help="write a blind rating kit", epilog=EXAMPLE.splitlines()[1].strip())
     make_cmd.add_argument("--inputs", nargs="+", required=True, metavar="[NAME=]PATH")
     make_cmd.add_argument("--out", required=True)
     make_cmd.add_argument("--seed", type=int, default=0)

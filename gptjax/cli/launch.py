@@ -17,7 +17,9 @@ from gptjax.train import launch
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Options before `--`, the command after it."""
     split = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="python -m gptjax.launch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gptjax.launch", description=__doc__.split("\n\n")[0],
+                                     epilog="example:\n" + __doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, required=True, help="number of processes to start")
     parser.add_argument("--devices_per_process", type=int, default=0,
                         help="CPU devices each process sees (0: leave the platform's devices as they are)")

@@ -68,10 +68,11 @@ def read_records(path: str) -> list[tuple[int, str, str]]:
             except json.JSONDecodeError as e:
                 raise UserError(f"{path} line {line_no}: not JSON ({e.msg}); "
                                 'write one {"prompt": ..., "output": ...} object per line') from None
-            if not (isinstance(record, dict) and isinstance(record.get("prompt"), str)
-                    and isinstance(record.get("output"), str)):
-                raise UserError(f'{path} line {line_no}: needs string fields "prompt" and "output"')
-            records.append((line_no, record["prompt"], record["output"]))
+            # "text" is what `python -m gptjax.generate --output` writes
+            output = record.get("output", record.get("text")) if isinstance(record, dict) else None
+            if not (isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(output, str)):
+                raise UserError(f'{path} line {line_no}: needs string fields "prompt" and "output" (or "text")')
+            records.append((line_no, record["prompt"], output))
     if not records:
         raise UserError(f"{path} has no records; write one JSON object per generated text")
     return records

@@ -3,6 +3,12 @@
 BLEU and chrF come from sacrebleu (corpus level, its default settings) so the numbers are
 comparable with published ones. `distinct_n` and `repetition_rate` need no reference:
 a model stuck in a loop shows a low distinct-n and a high repetition rate.
+
+An empty or whitespace-only output is the most degenerate output of all, yet it has no
+n-grams; left out, a set of blank beams with one stray word would score distinct 1.0 and
+repetition 0.0. So each blank output counts as one n-gram that is never distinct and
+always a repeat: a set of only blank outputs has distinct-n 0 and repetition 1. An output
+with words but fewer than n of them is too short to judge and counts for nothing.
 """
 
 from __future__ import annotations
@@ -56,19 +62,30 @@ def ngrams(items: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
 
 
+def blank(text: str) -> bool:
+    """Empty or whitespace only: a degenerate output (see the module docstring)."""
+    return not text.strip()
+
+
 def distinct_n(texts: Sequence[str], n: int, unit: str = "word") -> float:
-    """Distinct n-grams / all n-grams over the texts (n-grams never span two texts); 0 if none."""
-    grams = [g for text in texts for g in ngrams(units(text, unit), n)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    """Distinct n-grams / all n-grams over the texts (n-grams never span two texts), each blank
+    text counting as one n-gram that is not distinct; 0 if none."""
+    grams = [g for text in texts if not blank(text) for g in ngrams(units(text, unit), n)]
+    total = len(grams) + sum(blank(t) for t in texts)
+    return len(set(grams)) / total if total else 0.0
 
 
 def repetition_rate(texts: Sequence[str], n: int = 4, unit: str = "word") -> float:
     """Share of n-grams that repeat an n-gram earlier in the same text; catches degenerate loops.
 
-    Repeats across texts do not count (different samples may share phrases); 0 if no n-grams.
+    Repeats across texts do not count (different samples may share phrases); a blank text
+    counts as one repeated n-gram; 0 if no n-grams.
     """
     repeated = total = 0
     for text in texts:
+        if blank(text):
+            repeated, total = repeated + 1, total + 1
+            continue
         grams = ngrams(units(text, unit), n)
         repeated += len(grams) - len(Counter(grams))
         total += len(grams)

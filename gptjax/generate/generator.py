@@ -24,7 +24,8 @@ from gptjax.generate.settings import GenerationSettings
 from gptjax.model.gpt import GPT
 
 STOP_CHECK_EVERY = 16  # tokens decoded between looks for stop strings
-STREAM_CHUNK = 4       # tokens decoded per streamed piece of text
+STREAM_CHUNK = 4       # tokens decoded for the first streamed piece of text (a quick first token) ...
+STREAM_CHUNK_MAX = 32  # ... doubling per piece up to this, so a long run is not a host round trip per 4 tokens
 
 
 class Completion(NamedTuple):
@@ -84,9 +85,10 @@ class Generator:
         layout, st = self.begin([self.fit(prompt, s)], s)
         plan, knobs = logits_lib.plan_and_knobs(s, self.cfg.vocab_size)
         text = IncrementalText(self.tokenizer, s.stop_strings)
-        emitted = 0
+        emitted, chunk = 0, STREAM_CHUNK
         while True:
-            st = self.advance(st, s, layout, plan, knobs, STREAM_CHUNK)
+            st = self.advance(st, s, layout, plan, knobs, chunk)
+            chunk = min(2 * chunk, STREAM_CHUNK_MAX)
             row = self.generated_ids(st, layout, 0)
             for token in row[emitted:]:
                 piece = text.push(token)
@@ -140,8 +142,10 @@ class Generator:
                                layout=layout, plan=plan)
 
     def generated_ids(self, st, layout: Layout, row: int) -> np.ndarray:
-        end = min(int(st.end[row]), int(st.length))
-        return np.asarray(st.tokens[row, layout.window:end])
+        # Sliced on the host: a device slice with Python bounds compiles once per new length,
+        # which made every streamed piece of a long run compile a program of its own.
+        end = min(int(np.asarray(st.end)[row]), int(st.length))
+        return np.asarray(st.tokens)[row, layout.window:end]
 
     def sample(self, prompts: list[np.ndarray], s: GenerationSettings) -> list[list[Completion]]:
         rows = [p for p in prompts for _ in range(s.num_samples)]

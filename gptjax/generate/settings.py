@@ -11,6 +11,9 @@ import dataclasses
 from gptjax.errors import UserError
 
 STRATEGIES = ("greedy", "sample", "beam")
+# The most new tokens one request may ask for: the decode buffers hold every generated token,
+# so an unbounded request would grow memory without end even while the KV cache slides.
+MAX_NEW_TOKENS = 16_384
 OVERFLOW_POLICIES = ("sliding", "error")
 
 
@@ -56,6 +59,9 @@ class GenerationSettings:
             raise UserError(f"overflow {self.overflow!r} is unknown; use one of {', '.join(OVERFLOW_POLICIES)}")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens={self.max_new_tokens}; ask for at least 1 new token")
+        if self.max_new_tokens > MAX_NEW_TOKENS:
+            raise UserError(f"max_new_tokens={self.max_new_tokens} is over the limit of {MAX_NEW_TOKENS:,}; "
+                            "ask for fewer, or continue from the output in a second run")
         if self.num_samples < 1:
             raise UserError(f"num_samples={self.num_samples}; ask for at least 1 sample")
         if not self.temperature >= 0.0:

@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from gptjax.workdir import read_metrics  # noqa: E402
+from gptjax.workdir import read_metrics
 
 
 def plot_losses(workdir: str, records: list[dict]) -> str | None:
@@ -18,6 +13,11 @@ def plot_losses(workdir: str, records: list[dict]) -> str | None:
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if not train and not val:
         return None
+    import matplotlib  # here, not at the top: importing the training package (as generate does) stays fast
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for points, label in ((train, "train"), (val, "validation")):
         if points:
