@@ -284,7 +284,7 @@ def test_two_workdirs_of_one_name_are_refused_before_loading(tmp_path):
 
 
 def test_the_command_refuses_a_workdir_without_a_model(tmp_path, capsys):
-    from gptjax.serve.__main__ import main
+    from gptjax.cli.serve import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--workdir", str(tmp_path)])
