@@ -16,6 +16,7 @@ COMMANDS = (
     ("gptjax.generate", "generate text from a trained model (stream, batch, beam, JSON lines)"),
     ("gptjax.chat", "chat with a trained model in the terminal"),
     ("gptjax.serve", "serve a model over an OpenAI-compatible HTTP API and a web page"),
+    ("gptjax.export", "write a trained model as a Hugging Face GPT-2 directory"),
     ("gptjax.human_eval", "blind pairwise human evaluation kits and their scores"),
     ("gptjax.launch", "run one command as several cooperating JAX processes"),
 )
