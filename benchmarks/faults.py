@@ -224,8 +224,8 @@ def damages(root: str, reference: str) -> None:
 def full_disk(root: str, reference: str, corpus: str) -> None:
     from gptjax.errors import UserError
     from gptjax.train import checkpoint_integrity
-    from gptjax.train.checkpoints import Checkpoints
-    from gptjax.train.job import run
+    from gptjax.train import Checkpoints
+    from gptjax.train import run
 
     workdir = os.path.join(root, "full-disk")
     shutil.copytree(reference, workdir)

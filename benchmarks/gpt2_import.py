@@ -31,7 +31,7 @@ from gptjax.cli import quiet_logs
 from gptjax.data.tokenizers import byte_to_unicode
 from gptjax.train import batch_sharding, build_mesh, build_optimizer, flops_per_token, make_train_step, replicated
 from gptjax.train import init_from, state_shardings
-from gptjax.train.state import abstract_model
+from gptjax.train import abstract_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batches", ["1", "4"], "Batch sizes (rows of --block tokens) to time.")

@@ -1,5 +1,5 @@
 """Models: the GPT, the recurrent baselines and the encoder-decoder (`model.kind=encdec`, fed
-(source, target) pairs by `gptjax.train.batch_source`)."""
+(source, target) pairs by `gptjax.train.model_steps`)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from flax import nnx
 
 from gptjax.data.pairs import PairBatch
 from gptjax.model.gpt import (MLP, POS_ENCODINGS, GPTConfig, KVCache, LayerCache, Norm, Rotary, attention, axes,
-                              causal_mask, linear, residual_scale, rms)
+                              causal_mask, linear, next_token_logits, residual_scale, rms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,12 +195,7 @@ class EncoderDecoder(nnx.Module):
             layer = None if cache is None else LayerCache(cache.k[i], cache.v[i], cache.index, None)
             x, layer = block(x, positions, self_mask, cross.k[i], cross.v[i], cross_mask, layer, train, rngs)
             caches.append(layer)
-        x = self.ln_f(x, train)
-        if self.cfg.tie_embeddings:
-            logits = self.wte.attend(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
-        else:
-            logits = self.lm_head(x)
-        logits = logits.astype(jnp.float32)
+        logits = next_token_logits(self, self.ln_f(x, train))
         if cache is None:
             return logits
         return logits, KVCache(tuple(c.k for c in caches), tuple(c.v for c in caches), cache.index + T)

@@ -486,15 +486,17 @@ class GPT(nnx.Module):
         for i, block in enumerate(self.h):
             x, cache = run_block(block, x, rotary, None if decoding is None else decoding.layer(i), rngs, mask)
             caches.append(cache)
-        x = self.ln_f(x, train)
-
-        if self.cfg.tie_embeddings:
-            logits = self.wte.attend(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
-        else:
-            logits = self.lm_head(x)
-        logits = logits.astype(jnp.float32)
-        if self.cfg.padded_vocab != self.cfg.vocab_size:
-            logits = logits[..., :self.cfg.vocab_size]
+        logits = next_token_logits(self, self.ln_f(x, train))
         if decoding is None:
             return logits
         return logits, KVCache(tuple(c.k for c in caches), tuple(c.v for c in caches), decoding.cache.index + T)
+
+
+def next_token_logits(model: nnx.Module, x: jax.Array) -> jax.Array:
+    """The head: (B, T, C) -> (B, T, V) float32 logits through the tied embedding or `lm_head`,
+    the padded vocabulary's rows cut off so that no padded id is ever sampled or scored."""
+    if model.cfg.tie_embeddings:
+        logits = model.wte.attend(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    else:
+        logits = model.lm_head(x)
+    return logits.astype(jnp.float32)[..., :model.cfg.vocab_size]
