@@ -15,7 +15,6 @@ runs meanwhile on one core. RAYON_NUM_THREADS caps the threads.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -74,7 +73,7 @@ def prepare_shards(data_config, seed: int, out_dir: str, progress: bool = False)
     if "tokenizer" not in manifest:
         tok = train_tokenizer(data_config, seed, manifest.get("total_chars"), out)
         manifest["tokenizer"] = {"kind": tok.kind, "vocab_size": tok.vocab_size,
-                                 "sha256": tokenizer_checksum(os.path.join(out, "tokenizer"))}
+                                 "sha256": tokenizers.tokenizer_digest(os.path.join(out, "tokenizer"))}
         manifest["dtype"] = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
         save()
     tok = load_checked_tokenizer(out, manifest)
@@ -149,18 +148,9 @@ def train_tokenizer(data_config, seed: int, total_chars: int | None, out: str) -
     return tok
 
 
-def tokenizer_checksum(directory: str) -> str:
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(directory)):
-        h.update(name.encode())
-        with open(os.path.join(directory, name), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()
-
-
 def load_checked_tokenizer(directory: str, manifest: dict) -> tokenizers.Tokenizer:
     path = os.path.join(directory, "tokenizer")
-    if not os.path.isdir(path) or tokenizer_checksum(path) != manifest["tokenizer"]["sha256"]:
+    if not os.path.isdir(path) or tokenizers.tokenizer_digest(path) != manifest["tokenizer"]["sha256"]:
         raise UserError(f"{path} is missing or differs from the one {directory}/{shard_manifest.MANIFEST} "
                         "records; prepare into a new directory")
     return tokenizers.load_tokenizer(path)

@@ -222,11 +222,16 @@ def load_tokenizer(directory: str) -> Tokenizer:
     raise UserError(f"no tokenizer in {directory}; train a model there first (python -m gptjax.main)")
 
 
-def tokenizer_id(directory: str) -> str:
-    """A fingerprint of a saved tokenizer: equal fingerprints cut text into the same tokens."""
+def tokenizer_digest(directory: str) -> str:
+    """sha256 over a saved tokenizer's files: equal digests cut text into the same tokens."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(directory)):
         h.update(name.encode())
         with open(os.path.join(directory, name), "rb") as f:
             h.update(f.read())
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def tokenizer_id(directory: str) -> str:
+    """A short fingerprint of a saved tokenizer, for file names and tables."""
+    return tokenizer_digest(directory)[:16]
