@@ -179,8 +179,6 @@ def test_generation_refuses_bad_input_in_one_line(workdir, name, capsys):
     assert tree_hashes(path) == before
 
 
-@pytest.mark.xfail(reason="issue 23 item 11 (a workdir path that is a file) is fixed with the commands' errors",
-                   strict=False)
 def test_a_workdir_that_is_a_file_is_left_alone(tmp_path, workdir, capsys):
     config = workdir[2]
     path = tmp_path / "not-a-dir"

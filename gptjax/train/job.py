@@ -31,7 +31,7 @@ from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.loop import MetricsLog, Trainer
 from gptjax.train.loop_state import COMPLETED, LoopState, RunClock
 from gptjax.train.optimizer import build_optimizer
-from gptjax.workdir import write_json
+from gptjax.workdir import check_workdir, write_json
 
 
 def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
@@ -42,6 +42,7 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
     distributed.initialize(config)  # before anything starts a JAX backend
     config, source = init_from.resolve(config, overrides)  # the source's architecture and tokenizer
     main_process = jax.process_index() == 0
+    check_workdir(workdir)  # a file, or a directory that cannot be written: one line, nothing touched
     os.makedirs(workdir, exist_ok=True)
     if main_process:
         workdir_lock.hold(workdir)  # before anything in the workdir is read or written
