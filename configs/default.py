@@ -3,8 +3,8 @@
     python -m gptjax.main --config configs/default.py --workdir runs/default
 
 4 layers, 192 wide, 128 characters of context, RoPE; 600 steps of 32 windows (2.5M characters,
-about half a pass over the training split). Measured on a 2-core AMD EPYC: see README "Measured
-figures" (validation 1.595 nats/char in 10.1 minutes on a machine with a 132 GFLOP/s matmul peak).
+about half a pass over the training split). Measured on a 2-core AMD EPYC: see docs/results.md
+(validation 1.595 nats/char in 10.1 minutes on a machine with a 132 GFLOP/s matmul peak).
 Append `:smoke` to the config path for a one-minute check. Every other config starts from
 `get_config()` here.
 """
