@@ -27,7 +27,7 @@ CLAIMS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "claims",
 # Switches the claims use that the training job does not have yet: key -> what wires it.
 PENDING = {
     "data.source": "the dialogue builder's records as a data source",
-    "train.init_from": "parameters restored from a pretrained workdir",
+    "train.init_from": "a pretrained workdir (runs/default) that this test does not train",
     "eval.score_from": "scoring only target positions >= src_len",
 }
 DEFAULT = default_config()
