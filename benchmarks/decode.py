@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.generate import decoder
 from gptjax.generate import logits as logits_lib
 from gptjax.generate.layout import make_layout

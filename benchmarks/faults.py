@@ -44,12 +44,12 @@ OVERRIDES = {"data.source": "files", "data.test_fraction": 0.1, "model.block_siz
 
 def command(corpus: str, cache: str, workdir: str) -> list[str]:
     flags = [f"--config.{k}={v}" for k, v in {**OVERRIDES, "data.path": corpus, "data.cache_dir": cache}.items()]
-    return [sys.executable, "-u", "-m", "gptjax.main", "--config", "configs/default.py:smoke",
+    return [sys.executable, "-u", "-m", "gptjax.main", "--config", "configs/base.py:smoke",
             "--workdir", workdir, *flags]
 
 
 def config(corpus: str, cache: str):
-    from configs.default import get_config
+    from configs.base import get_config
 
     c = get_config("smoke")
     for key, value in {**OVERRIDES, "data.path": corpus, "data.cache_dir": cache}.items():

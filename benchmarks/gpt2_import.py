@@ -26,7 +26,7 @@ from ml_collections import ConfigDict
 from safetensors.numpy import save_file
 
 from benchmarks.matmul_peak import matmul_peak
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.cli import quiet_logs
 from gptjax.data.tokenizers import byte_to_unicode
 from gptjax.train import batch_sharding, build_mesh, build_optimizer, flops_per_token, make_train_step, replicated

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.baselines.ngram import NGramLM
 from gptjax.data.prepare import prepare
 

@@ -21,7 +21,7 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
 
 import jax  # noqa: E402  (the flag above must be set before JAX starts)
 
-from configs.default import get_config  # noqa: E402
+from configs.base import get_config  # noqa: E402
 from gptjax.data.prepare import prepare  # noqa: E402
 from gptjax.train import (Trainer, abstract_model, build_mesh, build_optimizer, init_state,  # noqa: E402
                           measured_cpu_peak, state_shardings, utilisation)

@@ -32,7 +32,7 @@ MESSAGES = [{"role": "user", "content": "Speak, speak."}]
 
 def tiny_workdir(root: str) -> str:
     """A small model trained for a few steps on a few repeated lines (BPE, so it has chat tokens)."""
-    from configs.default import get_config
+    from configs.base import get_config
     from gptjax.train import run
 
     corpus = os.path.join(root, "corpus")

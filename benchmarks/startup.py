@@ -36,7 +36,7 @@ def environment(cache: str) -> dict:
 
 
 def train(workdir: str, cache: str) -> None:
-    subprocess.run([sys.executable, "-m", "gptjax.main", "--config", "configs/default.py:smoke", "--workdir",
+    subprocess.run([sys.executable, "-m", "gptjax.main", "--config", "configs/base.py:smoke", "--workdir",
                     workdir, *MODEL], cwd=ROOT, env=environment(cache), check=True, stdout=subprocess.DEVNULL)
 
 

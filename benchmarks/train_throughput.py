@@ -4,7 +4,7 @@
         [--mesh data=1,fsdp=1,tensor=1] [--calls 7] [--config.train.steps_per_call=10 ...]
 
 Cases: `nanogpt` is nanoGPT's CPU shape (4 layers, 4 heads, 128 wide, block 64, batch 12,
-characters, no dropout); `default` is configs/default.py's model and batch after overrides;
+characters, no dropout); `default` is configs/base.py's model and batch after overrides;
 each `--shapes LAYERSxWIDTHxBLOCKxBATCH` is the default config reshaped. Each call runs
 `train.steps_per_call` optimizer steps on random tokens; the table shows the best and the
 median call, since on a shared host other work only ever slows a call down.
@@ -35,7 +35,7 @@ VOCAB = 65  # tiny Shakespeare's characters, as in nanoGPT
 FLOPS_FORMULA = "model FLOPs/token = 6*N + 12*L*C*T (PaLM; N = matmul parameters)"
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/default.py", "Config file whose model and batch are benchmarked.")
+config_flags.DEFINE_config_file("config", "configs/base.py", "Config file whose model and batch are benchmarked.")
 flags.DEFINE_list("cases", ["nanogpt", "default"], "Which of nanogpt, default to run.")
 flags.DEFINE_list("shapes", [], "Extra LAYERSxWIDTHxBLOCKxBATCH shapes of the default config.")
 flags.DEFINE_string("mesh", "", "Mesh sizes, e.g. data=1,fsdp=1,tensor=1 (default: the config's).")

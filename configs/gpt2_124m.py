@@ -35,7 +35,7 @@ been measured on a GPU or TPU by this project: no accelerator was available.
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config
+from configs.base import finish, get_config as default_config
 
 
 def get_config(arg: str = "") -> ConfigDict:

@@ -28,7 +28,7 @@ GPU / TPU MFU has not been measured by this project (no accelerator was availabl
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config
+from configs.base import finish, get_config as default_config
 from configs.gpt2_124m import gpt2
 
 

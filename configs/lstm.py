@@ -12,7 +12,7 @@ for a one-minute check.
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config
+from configs.base import finish, get_config as default_config
 
 
 def get_config(arg: str = "") -> ConfigDict:

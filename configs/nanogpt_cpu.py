@@ -12,7 +12,7 @@ learned positions (`--config.model.pos_encoding=learned`), in about 3.5 minutes.
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config, raw_plays
+from configs.base import finish, get_config as default_config, raw_plays
 
 
 def get_config(arg: str = "") -> ConfigDict:

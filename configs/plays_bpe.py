@@ -7,7 +7,7 @@ Bits per char stay comparable with the char-level model and the n-gram baselines
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config
+from configs.base import finish, get_config as default_config
 
 
 def get_config(arg: str = "") -> ConfigDict:

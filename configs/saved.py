@@ -13,7 +13,7 @@ import os
 
 from ml_collections import ConfigDict
 
-from configs.default import get_config as default_config
+from configs.base import get_config as default_config
 from gptjax.workdir import overlay
 
 

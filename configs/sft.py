@@ -19,7 +19,7 @@ rate, short warmup, no weight decay, a few epochs over the conversations.
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config
+from configs.base import finish, get_config as default_config
 
 
 def get_config(arg: str = "") -> ConfigDict:

@@ -17,7 +17,7 @@ frozen config: experiments/speedrun/README.md.
 
 from ml_collections import ConfigDict
 
-from configs.default import finish, get_config as default_config, raw_plays
+from configs.base import finish, get_config as default_config, raw_plays
 
 
 def get_config(arg: str = "") -> ConfigDict:

@@ -23,7 +23,7 @@ its descent; the 5- and 7-gram models, which count all 4.3M training characters,
 
 from ml_collections import ConfigDict
 
-from configs.default import get_config as default_config
+from configs.base import get_config as default_config
 
 
 def get_config() -> ConfigDict:

@@ -37,7 +37,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise UserError(f"{workdir} holds no trained model (no config.json); train one with python -m gptjax.main")
-    from configs.default import get_config as default_config
+    from configs.base import get_config as default_config
 
     with open(path) as f:
         saved = json.load(f)

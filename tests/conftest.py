@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from configs.default import get_config
+from configs.base import get_config
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
         "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40

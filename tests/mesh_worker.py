@@ -19,7 +19,7 @@ import sys
 import jax
 import numpy as np
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.data.prepare import prepare
 from gptjax.train import mesh as mesh_lib
 from gptjax.train import state as state_lib
@@ -63,7 +63,7 @@ def set_key(config, dotted: str, value) -> None:
 
 
 def tiny_config(corpus_path: str, cache_dir: str, overrides: dict | None = None):
-    """configs/default.py:smoke on the corpus, with OVERRIDES and then `overrides` (dotted keys)."""
+    """configs/base.py:smoke on the corpus, with OVERRIDES and then `overrides` (dotted keys)."""
     c = get_config("smoke")
     c.data.path, c.data.cache_dir = corpus_path, cache_dir
     for key, value in {**OVERRIDES, **(overrides or {})}.items():

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.data import batches
 from gptjax.data.grain_windows import GrainBatches
 from gptjax.data.shard_reader import load_prepared

@@ -100,7 +100,7 @@ def test_bad_lora_settings_are_one_clear_error(tiny_config, tmp_path, key, value
 
 
 def test_a_negative_rank_on_the_command_line_is_one_line_and_exit_2(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "gptjax.main", "--config", "configs/default.py:smoke",
+    out = subprocess.run([sys.executable, "-m", "gptjax.main", "--config", "configs/base.py:smoke",
                           "--workdir", str(tmp_path / "run"), "--config.train.lora_rank=-1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = out.stderr.strip().splitlines()
@@ -257,7 +257,7 @@ def test_the_server_serves_each_adapter_as_a_model(persona_workdir, monkeypatch,
 
 
 def test_a_trained_base_goes_into_the_frozen_part_of_the_state():
-    from configs.default import get_config
+    from configs.base import get_config
     from gptjax.model import build_model
     from gptjax.train import state as state_lib
     from gptjax.train.adapters import place_base

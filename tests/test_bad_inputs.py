@@ -136,7 +136,7 @@ def test_training_refuses_bad_input_in_one_line(workdir, name, capsys):
 def test_bad_command_lines_are_one_line(workdir, flag, message):
     path = workdir[0]
     before = tree_hashes(path)
-    proc = subprocess.run([sys.executable, "-m", "gptjax.main", "--config=configs/default.py:smoke", flag,
+    proc = subprocess.run([sys.executable, "-m", "gptjax.main", "--config=configs/base.py:smoke", flag,
                            "--workdir", path], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     one_error_line(proc.stderr, message)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.errors import UserError
 from gptjax.generate.generator import Generator
 from gptjax.generate.reference import beam_decode, generate_uncached

@@ -61,7 +61,7 @@ def test_gpt_in_train_mode_is_causal_only_with_causal_batchnorm(causal):
 @pytest.mark.parametrize("norm", ["batchnorm", "causal_batchnorm"])
 def test_train_step_updates_batch_statistics(norm):
     """Under jax.grad the statistics are written from inside the traced loss: the step must allow it."""
-    from configs.default import get_config
+    from configs.base import get_config
     from gptjax.train import state as state_lib
     from gptjax.train.optimizer import build_optimizer
     from gptjax.train.step import make_train_step

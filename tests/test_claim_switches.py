@@ -39,7 +39,7 @@ def test_train_chars_cuts_only_the_train_split(tiny_config):
 def test_ngram_runs_keep_their_overrides():
     from ml_collections import ConfigDict
 
-    from configs.default import get_config
+    from configs.base import get_config
     sweep = ConfigDict(dict(sweep=True, base=get_config(), seeds=[0],
                             runs=[dict(name="5-gram", kind="ngram", order=5, overrides={"data.train_chars": 100})]))
     assert parse_runs(sweep)[0].overrides == {"data.train_chars": 100}

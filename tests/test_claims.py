@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from configs.default import get_config as default_config
+from configs.base import get_config as default_config
 from gptjax.data.batches import window_offsets, windows
 from gptjax.data.prepare import prepare
 from gptjax.experiments import parse_runs, run_config

@@ -202,7 +202,7 @@ def test_generate_output_is_written_whole_and_human_eval_reads_it(chat_workdir, 
 def test_training_refuses_a_workdir_that_is_a_file(tmp_path):
     target = tmp_path / "run"
     target.write_text("notes")
-    line = one_error_line(command("-m", "gptjax.main", "--config", "configs/default.py:smoke",
+    line = one_error_line(command("-m", "gptjax.main", "--config", "configs/base.py:smoke",
                                   "--workdir", str(target)))
     assert "is a file" in line and target.read_text() == "notes"
 
@@ -219,7 +219,7 @@ def test_a_read_only_workdir_is_refused(tmp_path, monkeypatch):
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     workdir = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gptjax.main", "--config", "configs/default.py:smoke", "--workdir", str(workdir),
+        [sys.executable, "-m", "gptjax.main", "--config", "configs/base.py:smoke", "--workdir", str(workdir),
          "--config.train.steps=100000", "--config.train.checkpoint_every=10"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)

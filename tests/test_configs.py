@@ -22,16 +22,15 @@ def test_every_config_is_valid(name):
         config_checks.check_config(module.get_config(arg))
 
 
-def test_speedrun_config_runs_a_few_steps(tiny_config, tmp_path):
-    from configs.speedrun import get_config
-
-    c = get_config("smoke")
+@pytest.mark.parametrize("name", ["default", "speedrun"])
+def test_main_job_and_speedrun_run_a_few_steps(name, tiny_config, tmp_path):
+    c = importlib.import_module(f"configs.{name}").get_config("smoke")
     c.data = tiny_config.data
     c.data.tokenizer, c.data.vocab_size = "bpe", 300
     c.model.block_size = 16
     c.train.steps = 4
     c.train.steps_per_call = 2
-    summary = run(c, str(tmp_path / "speedrun"))
+    summary = run(c, str(tmp_path / name))
     assert summary["steps"] == 4 and summary["test_bpc"] > 0
 
 
@@ -47,7 +46,7 @@ def test_every_frozen_record_loads_through_saved_and_is_valid(path):
 
 def test_saved_config_keeps_defaults_for_keys_it_lacks(tmp_path):
     from configs import saved
-    from configs.default import get_config as default_config
+    from configs.base import get_config as default_config
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"seed": 3, "train": {"steps": 7}}))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.data import conversations as conv
 from gptjax.data.chat_template import ChatTemplate, Turn
 from gptjax.data.prepare import prepare

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.data import batches, cleaning, prepare, sources, splits
 from gptjax.data.sources import Document
 from gptjax.errors import UserError

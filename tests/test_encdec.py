@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.data.pairs import pad_pairs
 from gptjax.model import build_model
 from gptjax.model.encdec import EncDecConfig, EncoderDecoder, decode_step, encdec_loss, generate_encdec

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.baselines.ngram import ngram_baseline
 from gptjax.data.prepare import prepare
 from gptjax.data.tokenizers import CharTokenizer

@@ -8,7 +8,7 @@ import sys
 import pytest
 from ml_collections import ConfigDict
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.errors import UserError
 from gptjax.experiments import parse_runs, results_table, run_config, run_sweep
 
@@ -18,7 +18,7 @@ TEXT = ("HAMLET:\nTo be, or not to be, that is the question.\n\n"
 
 SWEEP = '''
 from ml_collections import ConfigDict
-from configs.default import get_config as default_config
+from configs.base import get_config as default_config
 
 
 def get_config():

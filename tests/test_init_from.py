@@ -126,7 +126,7 @@ def test_bad_sources_are_one_clear_line_and_exit_2_with_nothing_written(base, gp
     ]
     before = tree_digest(tmp_path), tree_digest(base[0])
     for init, extra, expected in cases:
-        args = ["--config", "configs/default.py:smoke", "--workdir", str(tmp_path / "ft"), init,
+        args = ["--config", "configs/base.py:smoke", "--workdir", str(tmp_path / "ft"), init,
                 f"--config.data.cache_dir={tmp_path / 'cache'}"] + ([extra] if extra else [])
         done = cli(args)
         assert done.returncode == 2, done.stderr

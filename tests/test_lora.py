@@ -36,7 +36,7 @@ def randomize_b(model: GPT, seed: int) -> None:
 
 
 def test_settings_from_config_and_targets():
-    from configs.default import get_config
+    from configs.base import get_config
     tc = get_config().train
     assert lora.LoRASettings.from_config(tc) is None  # no lora_rank key, or 0: off
     tc.lora_rank, tc.lora_alpha, tc.lora_targets = 8, 16.0, "c_attn,c_proj"
@@ -187,7 +187,7 @@ def test_switching_adapters_over_one_base(tmp_path):
 def test_existing_train_step_trains_only_the_adapter_of_a_frozen_base():
     """`freeze_base` makes the adapter the model's only nnx.Params: the project's own train step,
     optimizer and state work unchanged, and the base comes back bit-identical."""
-    from configs.default import get_config
+    from configs.base import get_config
     from gptjax.train.optimizer import build_optimizer
     from gptjax.train.step import TrainState, make_train_step
 

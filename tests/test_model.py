@@ -5,7 +5,7 @@ import optax
 import pytest
 from flax import nnx
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.model.gpt import GPT, GPTConfig
 from gptjax.train import optimizer, state as state_lib, step as step_lib
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import mesh_worker
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.errors import UserError
 from gptjax.train import distributed, launcher
 from gptjax.train.job import run
@@ -98,7 +98,7 @@ def test_two_processes_of_four_devices_end_where_one_device_ends(tmp_path):
     flags = [f"--config.{k}={v}" for k, v in {**mesh_worker.OVERRIDES, **overrides}.items()]
     two = tmp_path / "two"
     command = [sys.executable, "-m", "gptjax.launch", "--processes", "2", "--devices_per_process", "4", "--",
-               sys.executable, "-m", "gptjax.main", "--config", "configs/default.py:smoke", f"--workdir={two}",
+               sys.executable, "-m", "gptjax.main", "--config", "configs/base.py:smoke", f"--workdir={two}",
                f"--config.data.path={corpus}", f"--config.data.cache_dir={tmp_path / 'cache2'}",
                "--config.mesh.data=2", "--config.mesh.fsdp=4", "--config.train.profile_steps=5", *flags]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))

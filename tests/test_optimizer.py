@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.train import mesh as mesh_lib, optimizer, state as state_lib, step as step_lib
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.model import KINDS, build_model
 from gptjax.train import state as state_lib
 from gptjax.train.optimizer import build_optimizer

@@ -201,7 +201,7 @@ def tiny_play(title: str, a: str, b: str) -> str:
 
 
 def test_dialogues_hold_out_the_plays_a_documents_split_base_never_read(monkeypatch):
-    from configs.default import get_config
+    from configs.base import get_config
     from gptjax.data import dialogues, splits
     from gptjax.data.cleaning import clean
     from gptjax.data.sources import Document

@@ -22,7 +22,7 @@ from flax import nnx
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 import mesh_worker
-from configs.default import get_config
+from configs.base import get_config
 from gptjax.errors import UserError
 from gptjax.model import build_model
 from gptjax.train import mesh as mesh_lib
@@ -116,7 +116,7 @@ ERRORS = {
 
 def test_bad_layouts_fail_in_one_line_before_compiling(corpus_files):
     """Started together: each is mostly Python start-up, and they finish in the time of one."""
-    base = [sys.executable, "-m", "gptjax.main", "--config", "configs/default.py:smoke",
+    base = [sys.executable, "-m", "gptjax.main", "--config", "configs/base.py:smoke",
             "--config.data.source=files", f"--config.data.path={corpus_files / 'corpus.txt'}",
             f"--config.data.cache_dir={corpus_files / 'cache'}"]
     procs = {name: subprocess.Popen(base + [f"--workdir={corpus_files / name}"] + flags, cwd=ROOT,

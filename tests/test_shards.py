@@ -81,7 +81,7 @@ def test_documents_split_places_whole_documents_by_hash(tmp_path):
     """The in-memory `documents` split deals a seeded permutation by character quotas, which a
     stream cannot (stream_splits.py says why); the prepared split hashes each document, and
     each split's tokens are its documents' text, in source order, encoded whole."""
-    from configs.default import get_config
+    from configs.base import get_config
 
     lines = [json.dumps({"text": f"Document {i}: " + " ".join(f"w{(i * j) % 37}" for j in range(30 + i)) + "\n"})
              for i in range(60)]
@@ -218,7 +218,7 @@ def test_changed_settings_or_sources_are_refused_in_one_line(tiny_config, tmp_pa
 
 def test_the_command_prepares_and_refuses_in_one_line(tiny_config, tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "gptjax.prepare", "--config", "configs/default.py", f"--out={out}",
+    command = [sys.executable, "-m", "gptjax.prepare", "--config", "configs/base.py", f"--out={out}",
                "--config.data.source=files", f"--config.data.path={tiny_config.data.path}"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -83,7 +83,7 @@ def test_the_sampled_batches_alone_do_not_stop_a_run(tiny_config, tmp_path, monk
 
 
 def test_a_workdir_saved_before_a_key_existed_loads_with_its_default(tmp_path):
-    from configs.default import get_config
+    from configs.base import get_config
     from gptjax.workdir import load_config
 
     saved = get_config().to_dict()
@@ -142,7 +142,7 @@ def main_job(*args, cwd=ROOT):
 
 def test_command_line_overrides_reach_the_run(corpus_dir, tmp_path):
     workdir = tmp_path / "run"
-    out = main_job("--config", "configs/default.py:smoke", "--workdir", str(workdir),
+    out = main_job("--config", "configs/base.py:smoke", "--workdir", str(workdir),
                    "--config.data.source=files", f"--config.data.path={corpus_dir}",
                    f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.model.n_layer=1",
                    "--config.model.block_size=16", "--config.train.steps=5", "--config.train.batch_size=4",
@@ -162,7 +162,7 @@ def test_command_line_overrides_reach_the_run(corpus_dir, tmp_path):
 ])
 def test_command_line_errors_are_one_line_and_exit_2(tmp_path, args, message):
     workdir = tmp_path / "run"
-    out = main_job("--config", "configs/default.py:smoke", "--workdir", str(workdir), *args)
+    out = main_job("--config", "configs/base.py:smoke", "--workdir", str(workdir), *args)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], out.stderr
@@ -171,6 +171,6 @@ def test_command_line_errors_are_one_line_and_exit_2(tmp_path, args, message):
 def test_non_utf8_corpus_file_is_named(tmp_path):
     (tmp_path / "good.txt").write_text("fine text\n" * 50)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    out = main_job("--config", "configs/default.py:smoke", "--workdir", str(tmp_path / "run"),
+    out = main_job("--config", "configs/base.py:smoke", "--workdir", str(tmp_path / "run"),
                    "--config.data.source=files", f"--config.data.path={tmp_path}")
     assert out.returncode == 2 and "latin1.txt is not UTF-8" in out.stderr

@@ -17,7 +17,7 @@ Estimated time: 6 runs of 250 steps x 16 x 128 chars on the default model, about
 14 minutes (plus the main job once, if runs/default does not exist).
 """
 
-from configs.default import get_config as default_config
+from configs.base import get_config as default_config
 from experiments.claims.regimes import sweep
 
 

@@ -6,7 +6,7 @@ for what each claim measures. Times are for the 2-core CPU the study is sized fo
 
 from ml_collections import ConfigDict
 
-from configs.default import get_config as default_config
+from configs.base import get_config as default_config
 
 SEEDS = [0, 1, 2]
 

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 
-from configs.default import get_config as default_config
+from configs.base import get_config as default_config
 from gptjax.workdir import overlay
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -16,18 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from gptjax.baselines.ngram import ngram_baseline  # noqa: E402
 from gptjax.data.prepare import prepare  # noqa: E402
 from gptjax.train import flops_per_token  # noqa: E402
+from gptjax.train.ngram_figures import char_ngram_bpc  # noqa: E402
 from gptjax.workdir import load_config, read_metrics, write_json  # noqa: E402
-
-
-def char_ngram_bpc(data_config, seed: int, orders: list[int]) -> dict[int, float]:
-    """Validation bits per char of char-level n-grams on the same cleaned text and split."""
-    char_data = data_config.copy_and_resolve_references()
-    char_data.tokenizer = "char"
-    corpus = prepare(char_data, seed)
-    return {order: ngram_baseline(corpus, order, "val")["bits_per_char"] for order in orders}
 
 
 def crossings(records: list[dict], ngrams: dict[int, float]) -> dict[int, float | None]:
