@@ -124,6 +124,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c.eval = ConfigDict()
     c.eval.batch_size = 64
     c.eval.max_tokens = 0              # final val/test passes: 0 = the whole split
+    c.eval.score_from = 0              # score only targets at window positions >= this (encdec comparisons: data.src_len - 1)
 
     c.sample = ConfigDict()
     c.sample.prompts = ["ROMEO:", "\n"]

@@ -4,10 +4,11 @@
         --config.train.init_from=runs/default --config.data.path=my_text/
 
     python -m gptjax.main --config configs/finetune.py --workdir runs/mine_gpt2 \
-        --config.train.init_from=hf:/models/gpt2 --config.data.tokenizer=bpe --config.data.path=my_text/
+        --config.train.init_from=hf:/models/gpt2 --config.data.path=my_text/
 
 The base (a gptjax workdir, or `hf:` a Hugging Face GPT-2 directory) gives the architecture and
-the tokenizer; `data.tokenizer` must name the base's kind (char for the main job, bpe for GPT-2).
+the tokenizer; `data.tokenizer` must name the base's kind (bpe for the main job and GPT-2, char
+for a character-level base).
 A fine-tuning run starts from weights that already know the language, so it takes a tenth of
 the pretraining learning rate, a short warmup and few steps, with light dropout, and stops
 early once the validation split of your text stops improving (its best weights are kept).
@@ -24,6 +25,7 @@ def get_config(arg: str = "") -> ConfigDict:
     c = default_config()
     c.data.source = "files"
     c.data.path = ""                  # your text: a file, a directory or a glob (required)
+    c.data.tokenizer = "bpe"          # the base's tokenizer is reused: this names its kind
     c.train.init_from = "runs/default"  # the main job's model; hf:/path/to/gpt2 for GPT-2
     c.model.dropout = 0.1             # little data: regularise a little
     c.train.steps = 400

@@ -35,3 +35,16 @@ def test_report_measures_a_claim_with_results_and_lists_the_rest(tmp_path):
     assert "| [lr decay](#lr-decay) | decaying the learning rate improves the final loss. | supported |" in text
     dropout = text.split("## dropout")[1].split("\n## ")[0]
     assert "Not yet run" in dropout and "--config experiments/claims/dropout.py" in dropout
+
+
+def test_a_support_run_is_listed_but_not_compared(tmp_path):
+    results = tmp_path / "results" / "fine_tuning"
+    results.mkdir(parents=True)
+    values = {"pretrain": [1.5, 1.6, 1.7], "scratch": [2.6, 2.62, 2.64], "fine-tuned": [2.2, 2.21, 2.22]}
+    records = [{"run": run, "seed": s, "ngram": False, "val_bpc": v, "seconds": 60.0}
+               for run, vs in values.items() for s, v in enumerate(vs)]
+    (results / "results.json").write_text(json.dumps({"records": records}))
+    text = open(write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "claims.md")), encoding="utf-8").read()
+    section = text.split("## fine tuning")[1].split("\n## ")[0]
+    assert "| pretrain (not compared) | 3 | 1.600 ± 0.100 | | | | |" in section
+    assert "| scratch (baseline) |" in section and "| fine-tuned | 3 | 2.210 ± 0.010 | -0.410" in section

@@ -143,3 +143,20 @@ def test_sequential_batches_score_every_target_once():
         batch, weights = np.asarray(batch), np.asarray(weights)
         targets += list(batch[:, 1:][weights > 0])
     assert sorted(targets) == list(range(1, 103))
+
+
+def test_score_from_scores_the_targets_an_encoder_decoder_predicts():
+    """With eval.score_from = src_len - 1 a GPT is scored on exactly the target tokens of the
+    encoder-decoder's lm_split of the same windows: window positions >= src_len - 1."""
+    from gptjax.data.pairs import lm_split
+
+    tokens = np.arange(103, dtype=np.uint16)
+    sharding = mesh_lib.batch_sharding(mesh_lib.build_mesh(get_config().mesh))
+    src_len, gpt, encdec = 4, [], []
+    for (b0, w0), (b, w) in zip(batches.sequential_batches(tokens, 10, 4, 0, sharding),
+                                batches.sequential_batches(tokens, 10, 4, 0, sharding, score_from=src_len - 1)):
+        b, w, w0 = np.asarray(b), np.asarray(w), np.asarray(w0)
+        gpt += list(b[:, 1:][w > 0])
+        pairs = lm_split(b, src_len)
+        encdec += list(pairs.tgt_out[(pairs.tgt_weights * w0[:, src_len - 1:]) > 0])
+    assert sorted(gpt) == sorted(encdec) and 0 < len(gpt) < 102

@@ -10,7 +10,7 @@ parameters), so 7 GPT layers and 3 + 3 encoder-decoder layers hold the same para
 
 Regime: the plain LM split (gptjax/data/pairs.py): windows of 128 characters, the first 64 the
 source, the last 64 the target. Both models see the same windows, and the GPT is scored only on
-the same 64 target tokens (eval.score_from=64), so the comparison is target-token bits per char
+the same 64 target tokens (eval.score_from=63: window position 63 predicts token 64), so the comparison is target-token bits per char
 at equal parameters and equal training tokens; the only difference is whether the prefix is
 read by self-attention in one stream or by an encoder through cross-attention.
 Diagnostic: target-token validation bits per char and its curve.
@@ -25,7 +25,7 @@ def get_config():
     base = small(n_layer=7, n_embd=64, block_size=128, steps=400)
     base.model.n_encoder_layer = 3
     base.data.pairs, base.data.src_len = "", 64
-    base.eval.score_from = 64
+    base.eval.score_from = base.data.src_len - 1
     return sweep(base, [dict(name="gpt", overrides={}),
                         dict(name="encdec", overrides={"model.kind": "encdec", "model.n_layer": 3,
                                                        "data.pairs": "lm_split"})])

@@ -70,9 +70,10 @@ def eval_batches(tokens: np.ndarray, seed: int, count: int, batch_size: int, blo
 
 
 def sequential_batches(tokens: np.ndarray, block_size: int, batch_size: int, max_tokens: int,
-                       sharding: jax.sharding.Sharding):
+                       sharding: jax.sharding.Sharding, score_from: int = 0):
     """Windows that score every target token of the split (or of its first `max_tokens`)
-    exactly once, for final evaluations.
+    exactly once, for final evaluations; with `score_from`, only the targets at window
+    positions >= score_from (the targets an encoder-decoder with that source length predicts).
 
     Yields (batch, weights) with weights (B, T) in {0, 1}: rows past the end of the split and
     targets already scored by an earlier window weigh 0.
@@ -93,7 +94,7 @@ def sequential_batches(tokens: np.ndarray, block_size: int, batch_size: int, max
         weights = np.zeros((batch_size, block_size), np.float32)
         for r, (start, first) in enumerate(zip(starts[i:i + batch_size], first_weighted[i:i + batch_size])):
             chunk[r] = start
-            weights[r, first:] = 1.0
+            weights[r, max(first, score_from):] = 1.0
         yield (jax.make_array_from_process_local_data(sharding, windows(tokens, chunk[rows], block_size),
                                                       (batch_size, block_size + 1)),
                jax.make_array_from_process_local_data(sharding, weights[rows], (batch_size, block_size)))

@@ -45,6 +45,7 @@ class Claim(NamedTuple):
     command: str
     runs: list          # run names, in sweep order
     baseline: str
+    support: tuple      # runs the sweep needs but the claim does not compare (a base to start from)
 
 
 def load_claim(path: str) -> Claim:
@@ -59,7 +60,8 @@ def load_claim(path: str) -> Claim:
     sections = {key: next((p for p in paragraphs if p.startswith(key)), "")
                 for key in ("Claim", "Arms", "Regime", "Diagnostic", "Estimated time")}
     runs = [r.name for r in parse_runs(module.get_config())]
-    return Claim(name, path, sections, command, runs, getattr(module, "BASELINE", runs[0]))
+    return Claim(name, path, sections, command, runs, getattr(module, "BASELINE", runs[0]),
+                 tuple(getattr(module, "SUPPORT_RUNS", ())))
 
 
 def claims_in(directory: str) -> list[Claim]:
@@ -103,9 +105,9 @@ def claim_section(claim: Claim, results_dir: str, figures_dir: str, doc_dir: str
     verdicts = []
     for name, rows in by_run.items():
         values = [r[METRIC] for r in rows]
-        if name == claim.baseline or len(values) < 2 or len(base) < 2:
-            lines.append(f"| {name}{' (baseline)' if name == claim.baseline else ''} | {len(values)} | "
-                         f"{mean_std(values)} | | | | |")
+        if name == claim.baseline or name in claim.support or len(values) < 2 or len(base) < 2:
+            role = " (baseline)" if name == claim.baseline else " (not compared)" if name in claim.support else ""
+            lines.append(f"| {name}{role} | {len(values)} | {mean_std(values)} | | | | |")
             continue
         c = significance.compare(values, base)
         v = significance.verdict(c)

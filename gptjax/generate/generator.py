@@ -129,7 +129,9 @@ class Generator:
         prompts, lengths = decoder.right_align(rows, layout.prompt)
         st = decoder.start(self.graphdef, self.params, jnp.asarray(prompts), jnp.asarray(lengths),
                            jax.random.key(s.seed), layout=layout)
-        return layout, st._replace(done=jnp.arange(layout.batch) >= real)
+        # Placed like the state's own `done`: an array of another sharding would make the first
+        # `advance` a program of its own, traced and compiled (or read from the cache) twice.
+        return layout, st._replace(done=jax.device_put(jnp.arange(layout.batch) >= real, st.done.sharding))
 
     def stop_mask(self, s: GenerationSettings) -> jax.Array:
         mask = np.zeros(self.cfg.vocab_size, bool)

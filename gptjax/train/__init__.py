@@ -1,19 +1,24 @@
 """Training: mesh and shardings -> optax chain -> jitted step -> loop -> checkpoints.
 
 What other stages, commands and benchmarks may use; everything else in this package is
-its own business.
+its own business. The names load on first use (PEP 562), so that a command which only
+restores a model (generate, chat, serve) does not import the training loop and its
+dependencies: about a second of every start-up on a 2-core CPU.
 """
 
-from gptjax.train.checkpoints import Checkpoints
-from gptjax.train.job import run
-from gptjax.train.launcher import launch
-from gptjax.train.loop import Trainer
-from gptjax.train.mesh import batch_sharding, build_mesh, replicated
-from gptjax.train.mfu import flops_per_token, measured_cpu_peak, utilisation
-from gptjax.train.optimizer import build_optimizer
-from gptjax.train.state import abstract_model, count_params, init_state, state_shardings
-from gptjax.train.step import TrainState, make_train_step
+import importlib
 
-__all__ = ["Checkpoints", "TrainState", "Trainer", "abstract_model", "batch_sharding", "build_mesh",
-           "build_optimizer", "count_params", "flops_per_token", "init_state", "launch", "make_train_step",
-           "measured_cpu_peak", "replicated", "run", "state_shardings", "utilisation"]
+_HOME = {
+    "Checkpoints": "checkpoints", "run": "job", "launch": "launcher", "Trainer": "loop",
+    "batch_sharding": "mesh", "build_mesh": "mesh", "replicated": "mesh",
+    "flops_per_token": "mfu", "measured_cpu_peak": "mfu", "utilisation": "mfu",
+    "build_optimizer": "optimizer", "abstract_model": "state", "count_params": "state",
+    "init_state": "state", "state_shardings": "state", "TrainState": "step", "make_train_step": "step",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -42,13 +42,14 @@ class TextBatches:
     def validation(self) -> list[tuple[jax.Array, ...]]:
         rows, block = self.c.eval.batch_size, self.c.model.block_size
         weights = np.ones((rows, block), np.float32)
+        weights[:, :self.c.eval.score_from] = 0.0
         w = global_array(self.row_sharding, weights[batches.process_rows(rows)], weights.shape)
         return [(b, w) for b in batches.eval_batches(self.corpus.tokens["val"], self.c.seed, self.c.train.eval_batches,
                                                      rows, block, self.row_sharding)]
 
     def whole_split(self, split: str) -> Iterator[tuple[jax.Array, ...]]:
         return batches.sequential_batches(self.corpus.tokens[split], self.c.model.block_size, self.c.eval.batch_size,
-                                          self.c.eval.max_tokens, self.row_sharding)
+                                          self.c.eval.max_tokens, self.row_sharding, self.c.eval.score_from)
 
 
 class ConversationBatches:

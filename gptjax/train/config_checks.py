@@ -44,7 +44,7 @@ POSITIVE = ("model.block_size", "model.n_layer", "model.n_head", "model.n_embd",
             "train.keep_checkpoints", "train.max_nonfinite_steps")
 NON_NEGATIVE = ("train.steps", "train.warmup_steps", "train.weight_decay", "train.grad_clip", "model.dropout",
                 "train.l1", "train.l2", "train.eval_every", "train.log_every", "train.checkpoint_every",
-                "train.progress_every_seconds", "data.train_chars", "data.augment_rate")
+                "train.progress_every_seconds", "data.train_chars", "data.augment_rate", "eval.score_from")
 # What a resumed run must share with the run that wrote the workdir.
 MUST_MATCH = ("seed", "data", "model")
 MUST_MATCH_KEYS = {"train.lora_rank": 0, "train.lora_alpha": 16.0, "train.lora_targets": "attn,mlp"}  # and defaults
@@ -68,6 +68,9 @@ def check_config(config) -> None:
         if get(config, key) < 0:
             raise UserError(f"config {key}={get(config, key)} must not be negative")
     m = config.model
+    if config.eval.score_from >= m.block_size:
+        raise UserError(f"eval.score_from={config.eval.score_from} leaves no target of a {m.block_size}-token "
+                        "window to score; use a value below model.block_size")
     if m.kind == "encdec":
         check_pairs(config)
     elif config.data.pairs:

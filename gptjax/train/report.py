@@ -55,8 +55,9 @@ def comparisons(summary: dict, ngrams: dict[int, float], base: dict | None) -> l
     if base is not None:
         rows.append(f"| base model (train.init_from), before fine-tuning | {base['val_bpc']:.4f} |")
     rows += [f"| {order}-gram | {bpc:.4f} |" for order, bpc in sorted(ngrams.items())]
-    return ["## Against baselines (validation bits per char)", "", "| model | val bits/char |", "|---|---|",
-            *rows, ""]
+    return ["## Against baselines (validation bits per char)", "",
+            "The n-grams are character-level Kneser-Ney models counted on this run's train split.", "",
+            "| model | val bits/char |", "|---|---|", *rows, ""]
 
 
 def write_report(workdir: str, config, summary: dict, cleaning: dict, samples: list[tuple[str, str]],
