@@ -28,6 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.persona_eval", description=__doc__.split("\n")[0])
     p.add_argument("--base", required=True, help="workdir of the base model")
     p.add_argument("--sft", required=True, help="workdir of the fine-tuned model")
+    p.add_argument("--lora", default="", help="workdir of a LoRA run on the same base and data, measured too")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--score", type=int, default=0, help="conversations scored for bits per char (0: all)")
     p.add_argument("--prompts", type=int, default=200, help="held-out prompts replied to")
@@ -53,6 +54,9 @@ def measure(args: argparse.Namespace) -> dict:
     base_model, base_tok, _ = load_model(args.base)
     models = {"base": (base_model, ChatTemplate(base_tok, role_tokens=sft_template.role_tokens)),
               "sft": (sft_model, sft_template)}
+    if args.lora:
+        lora_model, lora_tok, _ = load_model(args.lora)
+        models["lora"] = (lora_model, trained_template(args.lora, lora_tok))
     if config.data.source != "dialogues":
         raise UserError(f"{args.sft} was not fine-tuned on the plays' dialogues (data.source="
                         f"{config.data.source}); persona fidelity needs them")
