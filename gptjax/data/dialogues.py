@@ -170,13 +170,26 @@ def dialogue_splits(played: Sequence[Play], val_fraction: float, test_fraction: 
 def exchange_splits(played: Sequence[Play], val_fraction: float, test_fraction: float, seed: int,
                     max_exchanges: int = 4) -> dict[str, list[Exchange]]:
     """(speech, reply) pairs of each split, each play in the split `dialogue_splits` gives it."""
-    split_of = {c.group: name for name, cs in
-                dialogue_splits(played, val_fraction, test_fraction, seed, max_exchanges).items() for c in cs}
+    return exchanges_by_split(played, dialogue_splits(played, val_fraction, test_fraction, seed, max_exchanges))
+
+
+def exchanges_by_split(played: Sequence[Play],
+                       by_split: dict[str, list[conv.Conversation]]) -> dict[str, list[Exchange]]:
+    """Each play's (speech, reply) pairs in the split its persona conversations are in."""
+    split_of = {c.group: name for name, cs in by_split.items() for c in cs}
     out: dict[str, list[Exchange]] = {name: [] for name in conv.SPLITS}
     for p in played:
         if p.name in split_of:
             out[split_of[p.name]] += play_exchanges(p)
     return out
+
+
+def split_exchanges(data_config, seed: int) -> dict[str, list[Exchange]]:
+    """data.pairs=dialogues: the (speech, reply) pairs of each split, each play in the split the
+    persona conversations of `split_dialogues` give it (so, with data.split=documents, the split the
+    text corpus of data.source=plays gives it too)."""
+    played = parsed_plays()
+    return exchanges_by_split(played, split_dialogues(data_config, seed, played))
 
 
 def write_dialogues(path: str, played: Sequence[Play], max_exchanges: int = 4) -> int:
@@ -195,15 +208,16 @@ def prepare_dialogues(data_config, seed: int, block_size: int, tokenizer=None) -
     return conv.pack_corpus(data_config, by_split, stats, seed, block_size, tokenizer)
 
 
-def split_dialogues(data_config, seed: int) -> dict[str, list[conv.Conversation]]:
+def split_dialogues(data_config, seed: int,
+                    played: Sequence[Play] | None = None) -> dict[str, list[conv.Conversation]]:
     """The persona conversations of each split, whole plays per split (data.max_exchanges
     exchanges a conversation).
 
     With data.split=documents each play goes to the split that data.source=plays with the same
     seed, fractions and cleaning gives it, so a base pretrained that way never read the plays
     the fine-tuned model is validated and tested on; otherwise plays are dealt as
-    `dialogue_splits` does."""
-    played = parsed_plays()
+    `dialogue_splits` does. `played`: the parsed plays, when the caller has them already."""
+    played = parsed_plays() if played is None else played
     max_exchanges = data_config.get("max_exchanges", 4)
     if data_config.split != "documents":
         return dialogue_splits(played, data_config.val_fraction, data_config.test_fraction, seed, max_exchanges)

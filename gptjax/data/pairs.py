@@ -7,6 +7,11 @@ Two sources of pairs:
   continuation (the target), the same windows `gptjax.data.batches` draws for the GPT, so both
   models see the same training tokens and are scored on the same target tokens.
 
+The plays' pairs (`reply_pairs`, data.pairs=dialogues) end each reply with a blank line, the
+way a speech ends in the plays' markdown (a speech never holds one), so a model learns where a
+reply stops and the end is scored as the two characters it is; the decoder starts from the
+newline token (`start_id`), as a speech starts on the line after its speaker's name.
+
 As in `gptjax.data.batches`, a batch depends on (seed, step) only, so a resumed run sees the
 batches an uninterrupted one would. Arrays are host-side numpy; the caller places them on the mesh.
 """
@@ -40,6 +45,23 @@ class PairBatch(NamedTuple):
 def encode_pairs(records: Iterable[tuple[str, str]], encode: Callable[[str], Sequence[int]]) -> list[TokenPair]:
     """Token ids of (source_text, target_text) records, e.g. a dialogue builder's speech -> reply pairs."""
     return [(np.asarray(encode(s), np.int32), np.asarray(encode(t), np.int32)) for s, t in records]
+
+
+REPLY_END = "\n\n"
+
+
+def reply_pairs(records: Iterable[tuple[str, str]], tokenizer) -> list[TokenPair]:
+    """Token ids of (speech, reply) records, each reply followed by `REPLY_END`."""
+    return encode_pairs(((s, t + REPLY_END) for s, t in records), tokenizer.encode)
+
+
+def start_id(tokenizer) -> int:
+    """The decoder's start token for `reply_pairs`: the tokenizer's one token for a newline."""
+    ids = tokenizer.encode("\n")
+    if len(ids) != 1 or tokenizer.decode(ids) != "\n":
+        raise UserError("data.pairs=dialogues starts each reply from the newline token, which this tokenizer "
+                        "lacks; train it on text with line breaks (data.source=plays)")
+    return int(ids[0])
 
 
 def pad_pairs(pairs: Sequence[TokenPair], src_len: int, tgt_len: int, *, bos_id: int, eos_id: int | None = None,

@@ -1,13 +1,16 @@
-"""Where the training loop's batches come from: windows of a text corpus, or packed
-conversation rows (with loss weights and segment ids) for supervised fine-tuning.
+"""Where the training loop's batches come from: windows of a text corpus, packed
+conversation rows (with loss weights and segment ids) for supervised fine-tuning, or the plays'
+(speech, reply) pairs for the encoder-decoder (data.pairs=dialogues).
 
-Both give the same three things, so the loop, sharding, accumulation and checkpoints do not
+All give the same three things, so the loop, sharding, accumulation and checkpoints do not
 know which they train on: the train batches of a run of steps, the fixed validation batches,
-and batches that score a whole split once. Conversation batches score assistant tokens only.
+and batches that score a whole split once. Conversation batches score assistant tokens only,
+pair batches reply tokens only.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator
 
 import jax
@@ -15,6 +18,10 @@ import numpy as np
 
 from gptjax.data import batches
 from gptjax.data import conversations as conv
+from gptjax.data import dialogues
+from gptjax.data import pairs as pairs_lib
+from gptjax.data.pairs import PairBatch
+from gptjax.errors import UserError
 from gptjax.train.step import PackedBatch
 
 
@@ -96,14 +103,69 @@ class ConversationBatches:
             yield tuple(global_array(self.row_sharding, a[mine], a.shape) for a in (tokens, weights, segments))
 
 
+class PairBatches:
+    """The plays' (speech, reply) pairs (`gptjax.data.dialogues.split_exchanges`, whole plays per
+    split) as `PairBatch`es for model.kind=encdec: data.src_len source tokens (a speech's last
+    ones) and model.block_size - data.src_len target tokens (a reply's first ones), so a row holds
+    block_size token slots as a GPT's does. Train rows are drawn by `pair_batch`, a function of
+    (seed, step); evaluation scores the reply tokens of every held-out pair once, in an order
+    shuffled once by the seed, so validation (the first train.eval_batches batches) samples every
+    held-out play."""
+
+    eval_arrays = 2  # (pairs, target weights): the encoder-decoder's eval step reads (batch, weights)
+
+    def __init__(self, config, corpus, batch_sharding, row_sharding):
+        self.c = config
+        self.batch_sharding, self.row_sharding = batch_sharding, row_sharding
+        src_len = config.data.src_len
+        self.lengths = (src_len, config.model.block_size - src_len)
+        self.start = {"bos_id": pairs_lib.start_id(corpus.tokenizer)}
+        exchanges = dialogues.split_exchanges(config.data, config.seed)
+        self.pairs = {split: pairs_lib.reply_pairs([(e.speech, e.reply) for e in es], corpus.tokenizer)
+                      for split, es in exchanges.items()}
+        for split in ("train", "val"):
+            if not self.pairs[split]:
+                raise UserError(f"the plays' {split} split holds no (speech, reply) pairs; "
+                                "change data.val_fraction or data.test_fraction")
+        for split in ("val", "test"):
+            order = np.random.default_rng(config.seed).permutation(len(self.pairs[split]))
+            self.pairs[split] = [self.pairs[split][i] for i in order]
+
+    def has_split(self, split: str) -> bool:
+        return bool(self.pairs[split])
+
+    def train(self, step: int, n: int, batch_size: int) -> PairBatch:
+        accum = self.c.train.grad_accum
+        micro = batch_size // accum
+        rows = batches.process_rows(micro)
+        drawn = [pairs_lib.pair_batch(self.pairs["train"], self.c.seed, s, batch_size, *self.lengths, **self.start)
+                 for s in range(step, step + n)]
+        local = [np.stack([a.reshape(accum, micro, -1)[:, rows] for a in field]) for field in zip(*drawn)]
+        return PairBatch(*(global_array(self.batch_sharding, a, (n, accum, micro, a.shape[-1])) for a in local))
+
+    def validation(self) -> list[tuple[jax.Array, ...]]:
+        return list(itertools.islice(self.whole_split("val"), self.c.train.eval_batches or None))
+
+    def whole_split(self, split: str) -> Iterator[tuple[jax.Array, ...]]:
+        rows = self.c.eval.batch_size
+        mine = batches.process_rows(rows)
+        for batch in pairs_lib.sequential_pair_batches(self.pairs[split], rows, *self.lengths, **self.start):
+            placed = PairBatch(*(global_array(self.row_sharding, a[mine], a.shape) for a in batch))
+            yield placed, placed.tgt_weights
+
+
 def packed_rows(packed: conv.PackedSplit, rows: np.ndarray) -> tuple[np.ndarray, ...]:
     """(tokens (R, T+1), weights (R, T), segments (R, T)) of some rows, as `PackedBatch` holds them."""
     inputs, targets, weights, segments = conv.rows_to_batch(packed, rows)
     return np.concatenate([inputs, targets[:, -1:]], axis=1), weights, segments
 
 
-def batch_source(config, corpus, batch_sharding, row_sharding) -> TextBatches | ConversationBatches:
-    """The batches of `corpus`: conversation rows for a ConversationCorpus, else text windows."""
+def batch_source(config, corpus, batch_sharding,
+                 row_sharding) -> TextBatches | ConversationBatches | PairBatches:
+    """The batches of `corpus`: conversation rows for a ConversationCorpus, the plays' pairs under
+    data.pairs=dialogues (tokenized by the corpus's tokenizer), else text windows."""
+    if config.data.get("pairs", "") == "dialogues":
+        return PairBatches(config, corpus, batch_sharding, row_sharding)
     kind = ConversationBatches if isinstance(corpus, conv.ConversationCorpus) else TextBatches
     return kind(config, corpus, batch_sharding, row_sharding)
 

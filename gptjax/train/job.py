@@ -123,8 +123,10 @@ def run(config, workdir: str, overrides: Iterable[str] = ()) -> dict:
                         f"{split}_bpb": scores["bits_per_byte"], f"{split}_perplexity": scores["perplexity"]})
     if main_process:
         write_json(os.path.join(workdir, "summary.json"), summary)
-        report.write_report(workdir, config, summary, getattr(corpus, "cleaning", {}), samples,
-                            ngram_figures.figures(corpus, config, workdir), init_from.read_base(workdir))
+        # The n-grams count the validation text, not the replies that data.pairs=dialogues scores.
+        ngrams = {} if config.data.pairs == "dialogues" else ngram_figures.figures(corpus, config, workdir)
+        report.write_report(workdir, config, summary, getattr(corpus, "cleaning", {}), samples, ngrams,
+                            init_from.read_base(workdir))
         scores = "".join(f", {split} {summary[f'{split}_bpc']:.3f} bits/char" for split in final)
         print(f"done: best val loss {summary['best_val_loss']:.4f}{scores}; report in {os.path.join(workdir, 'report.md')}")
     return summary

@@ -8,7 +8,9 @@ untouched. The encoder-decoder (`model.kind=encdec`, `data.pairs=lm_split`) spli
 inside the compiled step into a source, the first `data.src_len` tokens, and a target, the
 rest (`gptjax.data.pairs.lm_split`), so it trains on exactly the windows a GPT of the same
 block_size would, and is scored on the target tokens only: its bits per char are
-target-token bits per char.
+target-token bits per char. With `data.pairs=dialogues` the loop draws `PairBatch`es of the plays'
+(speech, reply) pairs instead (`gptjax.train.batch_source.PairBatches`), which the steps read as
+they are: bits per char over the reply tokens.
 """
 
 from __future__ import annotations
@@ -49,16 +51,30 @@ def window_pairs(window: jax.Array, src_len: int) -> PairBatch:
                      jnp.ones(tgt_out.shape, jnp.float32))
 
 
+def as_pairs(batch, src_len: int) -> PairBatch:
+    """A train batch as pairs: windows are cut at `src_len` (lm_split); pair rows (dialogues) are pairs already."""
+    return batch if isinstance(batch, PairBatch) else window_pairs(batch, src_len)
+
+
 def check_pairs(config) -> None:
     """The pair settings `model.kind=encdec` needs, refused in one line before anything compiles."""
-    if config.data.pairs == "dialogues":
-        raise UserError("data.pairs=dialogues is not wired into training yet; use data.pairs=lm_split")
-    if config.data.pairs != "lm_split":
-        raise UserError(f"model.kind=encdec trains on (source, target) pairs: set data.pairs=lm_split "
-                        f"(data.pairs={config.data.pairs!r})")
-    if not 0 < config.data.src_len < config.model.block_size:
-        raise UserError(f"data.src_len={config.data.src_len} must be between 0 and model.block_size="
-                        f"{config.model.block_size} (the source is a window's first data.src_len tokens)")
+    d = config.data
+    if d.pairs not in ("lm_split", "dialogues"):
+        raise UserError(f"model.kind=encdec trains on (source, target) pairs: set data.pairs=lm_split or "
+                        f"dialogues (data.pairs={d.pairs!r})")
+    source = ("a window's first data.src_len tokens" if d.pairs == "lm_split" else
+              "a speech's last data.src_len tokens, the reply gets model.block_size - data.src_len")
+    if not 0 < d.src_len < config.model.block_size:
+        raise UserError(f"data.src_len={d.src_len} must be between 0 and model.block_size="
+                        f"{config.model.block_size} (the source is {source})")
+    if d.pairs == "dialogues" and d.source != "plays":
+        raise UserError(f"data.pairs=dialogues pairs the plays' speeches with their replies; set data.source=plays "
+                        f"(data.source={d.source!r})")
+    if d.pairs == "dialogues" and d.get("loader", "direct") != "direct":
+        raise UserError(f"data.loader={d.loader!r} reads text windows; data.pairs=dialogues needs data.loader=direct")
+    if d.pairs == "dialogues" and d.train_chars:
+        raise UserError(f"data.train_chars={d.train_chars} cuts the text stream, but data.pairs=dialogues trains "
+                        "on every pair of the train plays; set data.train_chars=0")
     if config.data.augment != "none":
         raise UserError(f"data.augment={config.data.augment!r} corrupts a decoder-only model's inputs; "
                         "set data.augment=none for model.kind=encdec")
@@ -67,12 +83,14 @@ def check_pairs(config) -> None:
 
 
 def make_encdec_train_step(graphdef, tx: optax.GradientTransformation, tc, seed: int, src_len: int):
-    """The encoder-decoder's (state, windows (K, accum, B, T+1)) -> (state, metrics): the GPT's step
-    (`make_train_step`, K steps, accumulation, skipped non-finite updates) with the pair loss."""
+    """The encoder-decoder's (state, windows (K, accum, B, T+1) or a PairBatch of (K, accum, B, L)
+    arrays) -> (state, metrics): the GPT's step (`make_train_step`, K steps, accumulation, skipped
+    non-finite updates) with the pair loss. Under accumulation a step's loss is the mean of its
+    micro-batches' means over their real target tokens (exact when they hold as many, as windows do)."""
 
     def loss(params, rest, batch, key):
         model = nnx.merge(graphdef, params, jax.tree.map(jnp.copy, rest))  # see `gptjax.eval.scoring.forward`
-        value, _ = encdec_loss(model, window_pairs(batch, src_len), train=True, rngs=nnx.Rngs(dropout=key))
+        value, _ = encdec_loss(model, as_pairs(batch, src_len), train=True, rngs=nnx.Rngs(dropout=key))
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         return value + optim.penalty(params, tc), (value, new_rest)
 
@@ -80,13 +98,14 @@ def make_encdec_train_step(graphdef, tx: optax.GradientTransformation, tc, seed:
 
 
 def make_encdec_eval_step(graphdef, token_bytes, token_chars, src_len: int):
-    """(params, rest, windows (B, T+1), weights (B, T)) -> sums of (nll, tokens, bytes, chars) over
-    the target tokens; `weights` are the GPT's per-target weights, of which the target part counts."""
+    """(params, rest, windows (B, T+1) or a PairBatch, weights) -> sums of (nll, tokens, bytes, chars)
+    over the target tokens; for windows `weights` (B, T) are the GPT's per-target weights, of which the
+    target part counts, for pairs (B, L) the targets' own."""
 
     def eval_step(params, rest, batch, weights):
         model = nnx.merge(graphdef, params, rest)
-        pairs = window_pairs(batch, src_len)
-        return encdec_eval_sums(model, pairs._replace(tgt_weights=weights[:, src_len - 1:]), token_bytes,
+        target_weights = weights if isinstance(batch, PairBatch) else weights[:, src_len - 1:]
+        return encdec_eval_sums(model, as_pairs(batch, src_len)._replace(tgt_weights=target_weights), token_bytes,
                                 token_chars)
 
     return eval_step
