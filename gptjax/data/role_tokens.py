@@ -1,7 +1,8 @@
 """The chat role tokens on a tokenizer that lacks them (GPT-2's BPE has only <|endoftext|>).
 
 They are added as special tokens after the existing ids, so every id the base model knows keeps
-its meaning; the model then needs `gptjax.model.vocab_growth.grow_vocab` to the new size.
+its meaning; the model then needs `gptjax.model.vocab_growth.grow_vocab` to the new size. A run
+on conversations from such a model (`train.init_from`) does both: see train/init_from.py.
 """
 
 from __future__ import annotations

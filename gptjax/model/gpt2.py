@@ -5,7 +5,9 @@ and a tied head. Its `Conv1D` weights are stored (in, out), which is `nnx.Linear
 layout, and `c_attn` holds q, k, v side by side as gptjax's fused `c_attn` does, so every
 tensor copies across unchanged. Only the vocabulary differs: gptjax pads the embedding to a
 multiple of `VOCAB_PAD` rows (zeros; the logits drop them), and export cuts them off again,
-so import then export gives the same tensors, bit for bit.
+so import then export gives the same tensors, bit for bit. A model whose vocabulary grew for the
+chat role tokens (train/init_from.py) goes out with `vocab_size` the grown size and the added
+tokens in tokenizer.json and tokenizer_config.json.
 
 Weights are read with `safetensors` (numpy), never by unpickling. A directory holds
 `config.json`, `model.safetensors` (or shards `model-0000X-of-0000Y.safetensors` named by
@@ -226,6 +228,28 @@ def hf_config(cfg: GPTConfig, tokenizer: Tokenizer) -> dict:
             "tie_word_embeddings": True, "bos_token_id": end, "eos_token_id": end, "torch_dtype": "float32"}
 
 
+def added_tokens(tokenizer: Tokenizer) -> dict[int, str]:
+    """id -> special token, for the special tokens outside the BPE model's own vocabulary (the
+    chat role tokens added to GPT-2's tokenizer), which vocab.json cannot hold."""
+    inner = tokenizer.tok.get_vocab(with_added_tokens=False)
+    return {i: t for t, i in sorted(tokenizer.special_ids.items(), key=lambda kv: kv[1]) if t not in inner}
+
+
+def tokenizer_config(tokenizer: Tokenizer, block_size: int) -> dict:
+    """tokenizer_config.json; tokens added after the BPE's own vocabulary are declared by id
+    (`added_tokens_decoder`, as `transformers` saves them), so the slow tokenizer that reads
+    vocab.json + merges.txt knows them as tokenizer.json does."""
+    end = "<|endoftext|>" if "<|endoftext|>" in tokenizer.special_ids else None
+    config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size,
+              "bos_token": end, "eos_token": end, "unk_token": end}
+    added = added_tokens(tokenizer)
+    if added:
+        config["added_tokens_decoder"] = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                                   "single_word": False, "special": True} for i, t in added.items()}
+        config["additional_special_tokens"] = list(added.values())
+    return config
+
+
 def hf_tensors(model: GPT) -> dict[str, np.ndarray]:
     """A GPT's parameters by GPT-2 tensor name, float32, padded vocabulary rows removed."""
     cfg = model.cfg
@@ -253,10 +277,8 @@ def export_gpt2(model: nnx.Module, tokenizer: Tokenizer, out: str) -> None:
     try:
         os.chmod(staging, 0o755)
         save_file(hf_tensors(model), os.path.join(staging, WEIGHTS), metadata={"format": "pt"})
-        end = "<|endoftext|>" if "<|endoftext|>" in tokenizer.special_ids else None
         files = {"config.json": hf_config(model.cfg, tokenizer),
-                 "tokenizer_config.json": {"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.cfg.block_size,
-                                           "bos_token": end, "eos_token": end, "unk_token": end}}
+                 "tokenizer_config.json": tokenizer_config(tokenizer, model.cfg.block_size)}
         for name, content in files.items():
             with open(os.path.join(staging, name), "w", encoding="utf-8") as f:
                 json.dump(content, f, indent=2)

@@ -4,7 +4,11 @@ tokens added to GPT-2's BPE before fine-tuning on conversations).
 A new row starts as the mean of the existing rows, so the new tokens' logits start near the
 average logit instead of dominating or vanishing, and their embeddings lie inside the cloud of
 the model's tokens (as J. Hewitt's note "Initializing new word embeddings for pretrained
-language models", 2021, recommends).
+language models", 2021, recommends). Since the rows of the old ids (and, in a tied head, their
+output rows) are untouched, the logits of the old ids do not change; only new columns appear.
+Rows past the new vocab_size up to the `vocab_pad` multiple stay zeros that the logits drop, so
+a padded id is never sampled or scored. The new rows start equal to each other; full fine-tuning
+separates them, since each role token occurs in its own places.
 """
 
 from __future__ import annotations
@@ -27,6 +31,29 @@ def grown(table: jnp.ndarray, old: int, new: int, padded: int, axis: int) -> jnp
     pad_shape = list(table.shape)
     pad_shape[axis] = padded - new
     return jnp.concatenate([kept, added, jnp.zeros(pad_shape, table.dtype)], axis=axis).astype(table.dtype)
+
+
+# Token tables of a GPT's parameters by path, and the axis that runs over the vocabulary.
+TABLES = {("wte", "embedding"): 0, ("lm_head", "kernel"): 1}
+
+
+def grow_params(params: nnx.State, old: int, new: int, vocab_pad: int = 1) -> nnx.State:
+    """A GPT's `nnx.Param` state (e.g. a checkpoint's, before any model is built) with its token
+    tables grown from `old` to `new` ids as `grow_vocab` grows them, padded to a multiple of
+    `vocab_pad` rows."""
+    if new < old:
+        raise UserError(f"cannot shrink the vocabulary from {old} to {new} tokens")
+    padded = -(-new // vocab_pad) * vocab_pad
+    leaves, found = [], 0
+    for path, var in nnx.to_flat_state(params):
+        axis = TABLES.get(tuple(path))
+        if axis is not None:
+            var, found = var.replace(grown(var.get_value(), old, new, padded, axis)), found + 1
+        leaves.append((path, var))
+    if not found:
+        raise UserError("growing the vocabulary needs a GPT's token embedding (wte.embedding); "
+                        "this model has none")
+    return nnx.from_flat_state(leaves)
 
 
 def grow_vocab(model: GPT, new_size: int) -> GPT:

@@ -6,6 +6,17 @@ and the tokenizer; `model.block_size` may be lowered below the source's context,
 A command-line override that contradicts the source is refused naming its key, because the
 weights cannot take another shape. The optimizer starts fresh at step 0; where the weights came
 from (path, checksum) goes into environment.json and report.md.
+
+Training on conversations (data.source=conversations or dialogues) renders with the chat role
+tokens. A source whose BPE tokenizer lacks them (GPT-2's has only <|endoftext|>) gets them
+appended after its ids (data/role_tokens.py) and its token tables grown to match
+(model/vocab_growth.py: each new row starts at the mean of the old rows; padding rows stay
+zero), so the logits of every old id are unchanged at step 0. The grown tokenizer is the run's:
+it is saved in the workdir (chat, serving and evaluation then render with the role-token
+template) and the workdir's config records its size; environment.json and report.md record
+the growth ({"vocab_grown": {"from": N, "to": M, ...}}). A resumed run grows the source again,
+to the same tokenizer, which must equal the workdir's. A char tokenizer keeps the plain
+template; text runs never grow anything.
 """
 
 from __future__ import annotations
@@ -22,9 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gptjax.data.role_tokens import with_role_tokens
 from gptjax.data.tokenizers import Tokenizer
 from gptjax.errors import UserError
 from gptjax.model import build_model
+from gptjax.model.vocab_growth import grow_params
 from gptjax.train import state as state_lib
 from gptjax.train.step import TrainState
 from gptjax.workdir import write_json
@@ -34,6 +47,8 @@ HF_PREFIX = "hf:"
 COMPUTE = ("dropout", "embd_dropout", "attn_dropout", "resid_dropout", "remat", "dtype", "param_dtype")
 # Positions are the one parameter whose shape follows block_size: a lower block keeps the first rows.
 POSITIONS = ("wpe", "embedding")
+# The data sources rendered with the chat template (data/conversations.py, data/dialogues.py).
+CHAT_SOURCES = ("conversations", "dialogues")
 
 
 @dataclasses.dataclass
@@ -54,7 +69,34 @@ def resolve(config, overrides: Iterable[str] = ()):
     if not where:
         return config, None
     source = load_gptjax(where) if not where.startswith(HF_PREFIX) else load_hf(where[len(HF_PREFIX):])
+    source = with_chat_vocabulary(source, config)
     return apply_source(config, source, set(overrides)), source
+
+
+def with_chat_vocabulary(source: Source, config) -> Source:
+    """The source with the chat role tokens its BPE tokenizer lacks, and its token tables grown to
+    match, when the run trains on conversations; otherwise (text, a tokenizer that has them, a char
+    tokenizer, a model that is not a GPT) the source as it is."""
+    tokenizer = source.tokenizer
+    if config.data.source not in CHAT_SOURCES or tokenizer.kind != "bpe" or source.model.get("kind") != "gpt":
+        return source
+    grown = with_role_tokens(tokenizer)
+    if grown is tokenizer:
+        return source
+    old, new = tokenizer.vocab_size, grown.vocab_size
+    where = config.train.init_from
+    if config.train.get("lora_rank", 0):
+        raise UserError(f"train.init_from={where} has no chat role tokens, and with train.lora_rank="
+                        f"{config.train.lora_rank} its embedding stays frozen, so the tokens added for them could "
+                        "not learn; fine-tune on the conversations without LoRA (train.lora_rank=0) first, then "
+                        "adapt that model")
+    added = [t for t in grown.special_ids if t not in tokenizer.special_ids]
+    params = grow_params(source.params, old, new, source.model.get("vocab_pad", 1))
+    record = source.record | {"vocab_grown": {"from": old, "to": new, "added": added,
+                                              "new_rows": "mean of the existing rows"}}
+    print(f"train.init_from={where}: its tokenizer lacks the chat role tokens; added {' '.join(added)} as ids "
+          f"{old}..{new - 1}, vocabulary grown from {old} to {new} (new rows start at the mean row)")
+    return dataclasses.replace(source, tokenizer=grown, params=params, record=record)
 
 
 def apply_source(config, source: Source, overrides: set[str]):
