@@ -290,3 +290,17 @@ def test_the_command_refuses_a_workdir_without_a_model(tmp_path, capsys):
         main(["--workdir", str(tmp_path)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_served_workdir_renders_chats_with_the_template_it_was_trained_with(chat_workdir, tmp_path):
+    """A model fine-tuned with the plain template is served with it, though its tokenizer has role tokens."""
+    import shutil
+
+    from gptjax.data.chat_template import CHAT_RECORD
+    from gptjax.serve.engine import load_engines
+
+    workdir = tmp_path / "tiny"
+    shutil.copytree(chat_workdir, workdir)
+    assert load_engines([str(workdir)])["tiny"].template.role_tokens  # no record: what the tokenizer allows
+    (workdir / CHAT_RECORD).write_text(json.dumps({"template": "plain"}))
+    assert not load_engines([str(workdir)])["tiny"].template.role_tokens

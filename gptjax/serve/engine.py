@@ -142,12 +142,15 @@ class Engine:
 
     def __init__(self, name: str, model: nnx.Module, tokenizer: Tokenizer, *, max_batch: int = 8,
                  max_queue: int = 64, chunk: int = 8, overflow: str = "error", max_tokens: int = 512,
-                 gather_s: float = 0.005, shape_floors: tuple[int, int, int] = (1, 1, 1)):
+                 gather_s: float = 0.005, shape_floors: tuple[int, int, int] = (1, 1, 1),
+                 template: ChatTemplate | None = None):
+        """template: the one the model was trained with (`trained_template`); default: the one
+        its tokenizer allows."""
         self.name = name
         self.generator = Generator(model, tokenizer)
         self.tokenizer = tokenizer
         try:
-            self.template: ChatTemplate | None = ChatTemplate(tokenizer)
+            self.template: ChatTemplate | None = template or ChatTemplate(tokenizer)
             self.no_chat = ""
         except UserError as e:
             self.template, self.no_chat = None, str(e)
@@ -302,6 +305,7 @@ def load_engines(workdirs: list[str], quantize: str = "none", **options) -> dict
     """One engine per workdir, by name, and one per LoRA adapter saved in a workdir's adapters/,
     named `<workdir>:<adapter>` (a clone sharing the base's arrays); two workdirs of the same name
     are refused. `quantize`: none or int8, applied to each model served."""
+    from gptjax.data.chat_template import trained_template
     from gptjax.model.adapted import AdapterSet, check_quantize, servable
     from gptjax.workdir import adapters_dir, load_model
 
@@ -316,6 +320,7 @@ def load_engines(workdirs: list[str], quantize: str = "none", **options) -> dict
         model, tokenizer, _ = load_model(workdir)
         adapters = AdapterSet(model, adapters_dir(workdir))
         models = {name: model, **{f"{name}:{a}": adapters.copy_with(a) for a in adapters.known}}
+        template = trained_template(workdir, tokenizer)
         for served, m in models.items():
-            engines[served] = Engine(served, servable(m, quantize), tokenizer, **options)
+            engines[served] = Engine(served, servable(m, quantize), tokenizer, template=template, **options)
     return engines
