@@ -16,7 +16,9 @@ weights. The guide's claim (§ 6.5) is that the fine-tuned arm ends lower, and g
 sooner: compare val bits/char in results.md and the curves in val_curves.png; the n-gram rows
 count Hamlet's train split alone.
 
-Estimated time on a 2-core CPU: 3 x 3 min of pretraining + 6 x 1.5 min on Hamlet, about 18 minutes.
+Estimated time on an idle 2-core CPU: 3 x 3 min of pretraining + 6 x 2 min on Hamlet, about 20
+minutes (28.7 measured while other jobs shared the cores). It is also the fine-tuning claim's
+sweep (experiments/claims/fine_tuning.py).
 """
 
 import importlib.resources
