@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from gptjax.eval.claims_report import claims_in, write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,3 +50,16 @@ def test_a_support_run_is_listed_but_not_compared(tmp_path):
     section = text.split("## fine tuning")[1].split("\n## ")[0]
     assert "| pretrain (not compared) | 3 | 1.600 ± 0.100 | | | | |" in section
     assert "| scratch (baseline) |" in section and "| fine-tuned | 3 | 2.210 ± 0.010 | -0.410" in section
+
+
+def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- claims: begin -->\nold table\n<!-- claims: end -->\n\nafter\n")
+    (tmp_path / "docs").mkdir()
+    write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "docs" / "claims.md"), str(readme))
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith("<!-- claims: end -->\n\nafter\n")
+    assert "| [dropout](docs/claims.md#dropout) | dropout curbs overfitting. | not yet run |" in text
+    (tmp_path / "bare.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="lacks the lines"):
+        write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "docs" / "claims.md"), str(tmp_path / "bare.md"))

@@ -23,13 +23,14 @@ def main() -> None:
     parser.add_argument("--collect", default="", help="a directory of sweep workdirs, runs/claims/<claim>/")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--doc", default=os.path.join(ROOT, "docs", "claims.md"))
+    parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"), help="its verdict table is rewritten")
     args = parser.parse_args()
     if args.collect:
         for claim in claims_report.claims_in(HERE):
             sweep = os.path.join(args.collect, claim.name)
             if os.path.exists(os.path.join(sweep, "results.json")):
                 print(f"collected {claims_report.collect(sweep, os.path.join(args.results, claim.name))}")
-    print(f"wrote {claims_report.write_report(HERE, args.results, args.doc)}")
+    print(f"wrote {claims_report.write_report(HERE, args.results, args.doc, args.readme)} and {args.readme}'s table")
 
 
 if __name__ == "__main__":

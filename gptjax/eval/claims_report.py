@@ -156,8 +156,24 @@ def plot_claim(claim: Claim, by_run: dict, results_dir: str, path: str) -> str:
     return path
 
 
-def write_report(claims_dir: str, results_root: str, doc_path: str) -> str:
-    """docs/claims.md (and its figures beside it, in claims/) from every claim's collected results."""
+README_BEGIN, README_END = "<!-- claims: begin -->", "<!-- claims: end -->"
+
+
+def write_readme_table(readme_path: str, table: list[str]) -> None:
+    """Put the verdict table between the README's markers (generated, like docs/claims.md)."""
+    with open(readme_path, encoding="utf-8") as f:
+        text = f.read()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme_path} lacks the lines {README_BEGIN} and {README_END} the table goes between")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    with open(readme_path, "w", encoding="utf-8") as f:
+        f.write(head + README_BEGIN + "\n" + "\n".join(table) + "\n" + README_END + tail)
+
+
+def write_report(claims_dir: str, results_root: str, doc_path: str, readme_path: str = "") -> str:
+    """docs/claims.md (and its figures beside it, in claims/) from every claim's collected results;
+    with `readme_path`, the verdict table in the README too, its links pointing into the doc."""
     doc_dir = os.path.dirname(os.path.abspath(doc_path))
     figures = os.path.join(doc_dir, "claims")
     claims = claims_in(claims_dir)
@@ -175,4 +191,8 @@ def write_report(claims_dir: str, results_root: str, doc_path: str) -> str:
              "| claim | statement | verdict |", "|---|---|---|", *rows, ""]
     with open(doc_path, "w", encoding="utf-8") as f:
         f.write("\n".join(intro + sections))
+    if readme_path:
+        link = os.path.relpath(doc_path, os.path.dirname(os.path.abspath(readme_path)))
+        write_readme_table(readme_path, ["| claim | statement | verdict |", "|---|---|---|",
+                                         *(row.replace("](#", f"]({link}#") for row in rows)])
     return doc_path
