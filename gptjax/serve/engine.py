@@ -262,7 +262,9 @@ class Engine:
             if r.text is None:
                 r.text = IncrementalText(self.tokenizer, r.job.sampling.stop_strings)
             r.offset = len(r.ids)
-        st = st._replace(counts=jnp.asarray(counts), done=jnp.arange(len(padded)) >= len(rows))
+        # Placed like the state's own arrays, or each layout's first `advance` compiles twice.
+        st = st._replace(counts=jax.device_put(counts, st.counts.sharding),
+                         done=jax.device_put(np.arange(len(padded)) >= len(rows), st.done.sharding))
         samplings = [r.job.sampling for r in padded]
         column = lambda f: jnp.asarray([[f(s)] for s in samplings], jnp.float32)  # noqa: E731
         knobs = batch_decode.RowKnobs(column(lambda s: s.temperature), column(lambda s: s.top_p),
