@@ -60,7 +60,14 @@ def config_for(corpus: str, vocab: int, sample_chars: int):
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own high-water mark (VmHWM). Not getrusage's ru_maxrss: on Linux a child
+    inherits its parent's resident size at fork as its maximum, so a stage run from the process
+    that just generated a corpus would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def stage_prepare(args) -> dict:
