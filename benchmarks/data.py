@@ -51,11 +51,12 @@ def write_corpus(path: str, gb: float, seed: int = 0) -> int:
     return written
 
 
-def config_for(corpus: str, vocab: int, sample_chars: int):
+def config_for(corpus: str, vocab: int, sample_chars: int, shard_tokens: int):
     from configs.gpt2_124m import get_config
 
     c = get_config()
     c.data.path, c.data.vocab_size, c.data.tokenizer_sample_chars = corpus, vocab, sample_chars
+    c.data.shard_tokens = shard_tokens
     return c
 
 
@@ -73,7 +74,7 @@ def peak_rss_mb() -> float:
 def stage_prepare(args) -> dict:
     from gptjax.data.shard_prepare import prepare_shards
 
-    c = config_for(args.corpus, args.vocab, args.sample_chars)
+    c = config_for(args.corpus, args.vocab, args.sample_chars, args.shard_tokens)
     start = time.perf_counter()
     manifest = prepare_shards(c.data, c.seed, args.out)
     seconds = time.perf_counter() - start
@@ -146,6 +147,9 @@ def main() -> None:
     parser.add_argument("--rss_gb", default="0.1,1", help="corpus sizes for peak RSS (comma-separated)")
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--sample_chars", type=int, default=20_000_000, help="data.tokenizer_sample_chars")
+    parser.add_argument("--shard_tokens", type=int, default=1 << 24,
+                        help="data.shard_tokens; a shard is held whole before it is written, so peak RSS "
+                             "compares across sizes only when every size fills shards (16M tokens: 0.1 GB does)")
     parser.add_argument("--read_steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=4, help="grain reader threads")
     parser.add_argument("--dir", default=None, help="where corpora and shards go (default: a temp dir)")
