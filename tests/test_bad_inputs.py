@@ -8,7 +8,6 @@ on a copy of one trained workdir.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,17 +20,9 @@ from gptjax.cli import generate as generate_cli
 from gptjax.cli import guarded
 from gptjax.train.job import run
 from tests.conftest import tiny, write_corpus
+from tests.file_hashes import tree_hashes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tree_hashes(root: str) -> dict[str, str]:
-    out = {}
-    for parent, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(parent, name), "rb") as f:
-                out[os.path.relpath(os.path.join(parent, name), root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def exit_code(fn) -> int:

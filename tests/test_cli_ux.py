@@ -3,7 +3,6 @@ listing and --help examples, and one line (never a traceback, never a changed fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from gptjax.errors import UserError
 from gptjax.generate import decoder
 from gptjax.generate.generator import Generator
 from gptjax.generate.settings import MAX_NEW_TOKENS, GenerationSettings
+from tests.file_hashes import tree_hashes
 from tests.test_generate import LetterTokenizer, random_gpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,16 +36,6 @@ print(len(hits))
 def command(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
-
-
-def tree_hash(path: str) -> dict[str, str]:
-    out = {}
-    for root, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def one_error_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -173,14 +163,14 @@ def test_generate_on_a_damaged_checkpoint_falls_back_and_on_no_intact_one_is_one
     result = generate("--workdir", workdir, "--prompt", "First", "--max_new_tokens", "4")
     assert result.returncode == 0 and "is damaged" in result.stderr, result.stderr  # the last one is intact
     damage("last")
-    before = tree_hash(workdir)
+    before = tree_hashes(workdir)
     result = generate("--workdir", workdir, "--prompt", "First", "--max_new_tokens", "4")
     # Not one_error_line: orbax's reader threads sometimes still print "Event loop is closed" while
     # the failed restore unwinds (a race inside orbax, see gptjax.cli.guarded); the code and line hold.
     assert result.returncode == 2, result.stderr
     line = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
     assert "no intact checkpoint" in line
-    assert tree_hash(workdir) == before
+    assert tree_hashes(workdir) == before
 
 
 def test_generate_output_is_written_whole_and_human_eval_reads_it(chat_workdir, tmp_path):

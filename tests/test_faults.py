@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,19 +24,9 @@ from gptjax.train.checkpoints import Checkpoints
 from gptjax.train.job import run
 from gptjax.workdir import load_model
 from tests.conftest import tiny, write_corpus
+from tests.file_hashes import tree_hashes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tree_hashes(root) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file under root."""
-    out = {}
-    for parent, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(parent, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def params_of(workdir: str, which: str) -> list[np.ndarray]:
