@@ -176,3 +176,28 @@ def test_saturating_activations_build_and_run(activation):
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16, activation=activation)
     logits = GPT(cfg, rngs=nnx.Rngs(0))(jnp.zeros((1, 8), jnp.int32))
     assert logits.shape == (1, 8, 11) and np.isfinite(np.asarray(logits)).all()
+
+
+@pytest.mark.parametrize("kind, overrides, lora", [
+    ("gpt", {}, None), ("gpt", {"activation": "swiglu", "tie_embeddings": False, "norm": "layernorm"}, None),
+    ("gpt", {}, ("attn.c_attn",)), ("encdec", {}, None), ("lstm", {}, None), ("gru", {}, None)])
+def test_keys_build_the_model_nnx_rngs_builds(kind, overrides, lora):
+    """`state.Keys` must give the very graph, variables and initial values of `nnx.Rngs`:
+    checkpoints are restored into its graph and a seed's run must not change."""
+    from gptjax.model import build_model
+    from gptjax.model.lora import LoRASettings
+
+    c = get_config()
+    c.model.kind, c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size = kind, 2, 2, 32, 16
+    for key, value in overrides.items():
+        c.model[key] = value
+    settings = LoRASettings.create(4, 8.0, lora) if lora else None
+    leaves = lambda tree: jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    described = lambda tree: [(p, type(v), v.shape, v.dtype, v.get_metadata()) for p, v in leaves(tree)]
+    fast = state_lib.abstract_model(c.model, 40, 3, settings)
+    real = nnx.split(nnx.eval_shape(lambda: build_model(c.model, 40, nnx.Rngs(3), settings)), nnx.Param, ...)
+    assert fast[0] == real[0]
+    assert described(fast[1:]) == described(real[1:])
+    ours = nnx.state(build_model(c.model, 40, state_lib.Keys(3), settings))
+    theirs = nnx.state(build_model(c.model, 40, nnx.Rngs(3), settings))
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ours, theirs))

@@ -12,10 +12,34 @@ from gptjax.train import mesh as mesh_lib
 from gptjax.train.step import TrainState
 
 
+class Keys:
+    """The keys `nnx.Rngs(seed)` draws (its one default stream: fold_in(key(seed), n) for the
+    n-th draw of any name), counted in Python instead of in a Variable.
+
+    Under tracing, each draw from an `nnx.Rngs` updates its count Variable, and flax (0.12) then
+    reads the traced count's `.sharding`, for which JAX builds an error message by searching
+    the whole trace so far: building a 24-layer model's shapes took 1.5 s, growing with the
+    square of its depth, in every command that loads or trains a model. No model here keeps a
+    stream, so nothing else changes (tests/test_model.py checks every kind, bit for bit).
+    """
+
+    def __init__(self, seed: int):
+        self.key, self.count = jax.random.key(seed), 0
+
+    def __call__(self) -> jax.Array:
+        self.count += 1
+        return jax.random.fold_in(self.key, self.count - 1)
+
+    def __getattr__(self, stream: str):
+        if stream.startswith("__"):
+            raise AttributeError(stream)
+        return self
+
+
 def abstract_model(model_config, vocab_size: int, seed: int, lora=None):
     """(graphdef, abstract params, abstract rest) without allocating any array; with `lora`
     (LoRASettings), params are the adapters alone and the frozen base is in rest."""
-    abstract = nnx.eval_shape(lambda: build_model(model_config, vocab_size, nnx.Rngs(seed), lora))
+    abstract = nnx.eval_shape(lambda: build_model(model_config, vocab_size, Keys(seed), lora))
     return nnx.split(abstract, nnx.Param, ...)
 
 
@@ -53,7 +77,7 @@ def moment_shardings(opt_shapes, abstract_params, param_shardings, mesh: Mesh):
 
 def fresh_state(model_config, vocab_size: int, seed: int, tx: optax.GradientTransformation,
                 lora=None) -> TrainState:
-    model = build_model(model_config, vocab_size, nnx.Rngs(seed), lora)
+    model = build_model(model_config, vocab_size, Keys(seed), lora)
     _, params, rest = nnx.split(model, nnx.Param, ...)
     return TrainState(jax.numpy.zeros((), jax.numpy.int32), params, rest, tx.init(params))
 
