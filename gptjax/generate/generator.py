@@ -7,6 +7,7 @@ The compiled loops are in `decoder` (greedy and sampling) and `beam_search`.
 
 from __future__ import annotations
 
+import time
 from typing import Iterator, NamedTuple, Sequence
 
 import jax
@@ -24,8 +25,9 @@ from gptjax.generate.settings import GenerationSettings
 from gptjax.model.gpt import GPT
 
 STOP_CHECK_EVERY = 16  # tokens decoded between looks for stop strings
-STREAM_CHUNK = 4       # tokens decoded for the first streamed piece of text (a quick first token) ...
-STREAM_CHUNK_MAX = 32  # ... doubling per piece up to this, so a long run is not a host round trip per 4 tokens
+STREAM_CHUNK = 4           # tokens decoded for the first streamed piece of text (a quick first token) ...
+STREAM_PIECE_SECONDS = 0.1  # ... doubling per piece while a piece takes less than this: a small model
+                            # is not a host round trip per few tokens, a large one still streams smoothly
 
 
 class Completion(NamedTuple):
@@ -87,9 +89,11 @@ class Generator:
         text = IncrementalText(self.tokenizer, s.stop_strings)
         emitted, chunk = 0, STREAM_CHUNK
         while True:
+            started = time.perf_counter()
             st = self.advance(st, s, layout, plan, knobs, chunk)
-            chunk = min(2 * chunk, STREAM_CHUNK_MAX)
             row = self.generated_ids(st, layout, 0)
+            if time.perf_counter() - started < STREAM_PIECE_SECONDS:
+                chunk *= 2
             for token in row[emitted:]:
                 piece = text.push(token)
                 if piece:
