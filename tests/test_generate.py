@@ -199,6 +199,19 @@ CYCLE = [1, 2, 3, 4, 5, 0]  # a b c d e f a b ...
 BIGRAM = GenerationSettings(strategy="greedy", max_new_tokens=20)
 
 
+def test_draw_samples_the_softmax_and_never_a_masked_id():
+    from scipy import stats
+
+    logits = jnp.log(jnp.array([0.0, 0.5, 0.3, 0.0, 0.2, 0.0]))  # ids 0, 3 and 5 masked (-inf)
+    n = 20000
+    ids = np.asarray(jax.vmap(lambda k: logits_lib.draw(k, logits))(jax.random.split(jax.random.key(0), n)))
+    counts = np.bincount(ids, minlength=6)
+    assert counts[[0, 3, 5]].sum() == 0
+    assert stats.chisquare(counts[[1, 2, 4]], n * np.array([0.5, 0.3, 0.2])).pvalue > 1e-3
+    batch = jnp.stack([logits, jnp.log(jnp.array([1.0, 0, 0, 0, 0, 0]))])  # rows draw independently
+    assert np.asarray(logits_lib.draw(jax.random.key(1), batch))[1] == 0
+
+
 def test_stop_tokens_and_stop_strings_end_the_completion():
     gen = Generator(bigram_gpt(CYCLE), LetterTokenizer(6))
     by_token = gen.generate([np.array([0])], dataclasses.replace(BIGRAM, stop_tokens=(4,)))[0][0]

@@ -79,4 +79,20 @@ def choose(logits: jax.Array, key: jax.Array, plan: Plan, knobs: Knobs) -> jax.A
     """One id per row of (B, V) logits (penalties already applied)."""
     if plan.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, truncate(logits, plan, knobs), axis=-1).astype(jnp.int32)
+    return draw(key, truncate(logits, plan, knobs))
+
+
+def draw(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """One id per row of (..., V) logits, drawn from their softmax; an id of -inf logit never.
+
+    One uniform number per row, located in the cumulative distribution. `jax.random.categorical`
+    draws a Gumbel number for every id instead, and on a CPU those random bits cost more than a
+    small model's whole decode step: 120 us against 3 us for 2,048 ids, 3.7 ms against 22 us
+    for GPT-2's 50,257 (batch 1).
+    """
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    cdf = jnp.cumsum(probs, axis=-1)
+    u = jax.random.uniform(key, logits.shape[:-1] + (1,)) * cdf[..., -1:]
+    # u rounded up to the total would pass every id: stop at the last id of nonzero probability.
+    last = logits.shape[-1] - 1 - jnp.argmax((probs > 0)[..., ::-1], axis=-1)
+    return jnp.minimum(jnp.sum(cdf <= u, axis=-1), last).astype(jnp.int32)

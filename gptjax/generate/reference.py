@@ -18,6 +18,7 @@ from flax import nnx
 
 from gptjax.errors import UserError
 from gptjax.generate import beam_search
+from gptjax.generate import logits as logits_lib
 
 
 def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: int) -> jax.Array:
@@ -28,7 +29,7 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: i
     if top_k and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return jax.random.categorical(key, logits, axis=-1)
+    return logits_lib.draw(key, logits)
 
 
 def next_logits(model, buffer: jax.Array, length, block_size: int) -> jax.Array:

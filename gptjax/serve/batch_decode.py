@@ -51,7 +51,7 @@ def step(model, st: decoder.DecodeState, layout: Layout, plan: RowPlan, knobs: R
     one = jnp.ones_like(knobs.top_p)
     truncate_knobs = logits_lib.Knobs(jnp.maximum(knobs.temperature, 1e-6), knobs.top_p, 0 * one, one, 0 * one)
     truncated = logits_lib.truncate(logits, truncate_plan, truncate_knobs)
-    drawn = jax.vmap(jax.random.categorical)(keys[:, 1], truncated)
+    drawn = jax.vmap(logits_lib.draw)(keys[:, 1], truncated)
     live = ~st.done
     token = jnp.where(knobs.temperature[:, 0] == 0, jnp.argmax(logits, axis=-1), drawn).astype(jnp.int32)
     token = jnp.where(live, token, 0)
