@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", help="a trained model to serve (default: train a tiny one)")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--max_tokens", type=int, default=32)
-    p.add_argument("--sequential", type=int, default=3, help="requests per client in the 1 vs 8 comparison")
+    p.add_argument("--sequential", type=int, default=8, help="requests per client in the 1 vs 8 comparison")
     p.add_argument("--time_limit", type=float, default=300, help="seconds each round may take at most")
     args = p.parse_args(argv)
 

@@ -110,6 +110,7 @@ class Row:
         self.finished = False
         self.started = not s.strip_leading
         self.text: IncrementalText | None = None
+        self.pending = ""  # text shown but not yet sent
 
     def context(self, block_size: int) -> np.ndarray:
         return np.concatenate([self.job.prompt, np.asarray(self.ids, np.int32)])[-block_size:]
@@ -118,13 +119,20 @@ class Row:
         if not self.started:
             piece = piece.lstrip(" ")
             self.started = bool(piece)
-        if piece:
-            self.job.emit(Piece(self.choice, piece))
+        self.pending += piece
+
+    def flush(self) -> None:
+        """Send the text shown since the last flush as one piece: one event (and one server-sent
+        event) per decoded chunk, not per token, keeps the host's work per token small."""
+        if self.pending:
+            self.job.emit(Piece(self.choice, self.pending))
+            self.pending = ""
 
     def finish(self, reason: str) -> None:
         rest = self.text.finish()  # text held back for a stop string that never came
         if rest:
             self.show(rest)
+        self.flush()
         self.finished = True
         self.job.emit(Finished(self.choice, reason, len(self.ids)))
 
@@ -296,6 +304,8 @@ class Engine:
                 row.finish("stop")
             elif done[b]:
                 row.finish("length")
+            else:
+                row.flush()
 
 
 def model_name(workdir: str) -> str:
