@@ -63,3 +63,22 @@ def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):
     (tmp_path / "bare.md").write_text("no markers\n")
     with pytest.raises(ValueError, match="lacks the lines"):
         write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "docs" / "claims.md"), str(tmp_path / "bare.md"))
+
+
+def test_diagnostics_of_hand_made_metrics():
+    from gptjax.eval import claim_diagnostics
+
+    metrics = [{"step": 0, "layer_grad_norm/h.0": 0.01, "layer_grad_norm/h.1": 1.0, "layer_grad_norm/wte": 5.0}]
+    metrics += [{"step": s, "train_loss": loss, "grad_norm": s / 10} for s, loss in
+                [(10, 3.0), (20, 2.0), (30, 3.5), (40, 1.0), (90, 1.2), (100, 0.8)]]
+    metrics += [{"step": 50, "val_loss": 1.4}, {"step": 100, "val_loss": 1.6, "layer_grad_norm/h.0": 0.5,
+                                                "layer_grad_norm/h.1": 0.25, "layer_grad_norm/wte": 1.0}]
+    got = claim_diagnostics.summary(claim_diagnostics.series(metrics))
+    assert got["gap"] == pytest.approx(1.6 - 1.0)      # the last 10% of steps: 1.2 and 0.8
+    assert got["best_at"] == pytest.approx(0.5)         # validation was best at step 50 of 100
+    assert got["spikes"] == 1                          # 3.5 > 1.5 x 2.0, after the first 10 steps
+    assert got["max_grad_norm"] == pytest.approx(10.0)
+    assert got["grad_ratio_init"] == pytest.approx(0.01) and got["grad_ratio_end"] == pytest.approx(2.0)
+    assert "weight_norm" not in got and "last_activation_rms" not in got
+    rows = claim_diagnostics.table({"a": [claim_diagnostics.series(metrics)], "b": []})
+    assert rows[0].startswith("| arm | val − train loss") and rows[2].startswith("| a | +0.600 | 0.50 | 1.0 |")

@@ -31,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gptjax.eval import significance  # noqa: E402
+from gptjax.eval import claim_diagnostics, significance  # noqa: E402
 from gptjax.experiments import parse_runs  # noqa: E402
 from gptjax.workdir import read_metrics, write_json  # noqa: E402
 
@@ -41,7 +41,7 @@ METRIC = "val_bpc"
 class Claim(NamedTuple):
     name: str
     path: str
-    sections: dict      # "Claim", "Arms", "Regime", "Diagnostic", "Estimated time" -> text
+    sections: dict      # "Claim", "Arms", "Regime", "Diagnostic", "Estimated time", "Finding" -> text
     command: str
     runs: list          # run names, in sweep order
     baseline: str
@@ -58,7 +58,7 @@ def load_claim(path: str) -> Claim:
     command = next((line.strip() for line in doc.splitlines() if line.strip().startswith("python -m")), "")
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", doc) if p.strip()]
     sections = {key: next((p for p in paragraphs if p.startswith(key)), "")
-                for key in ("Claim", "Arms", "Regime", "Diagnostic", "Estimated time")}
+                for key in ("Claim", "Arms", "Regime", "Diagnostic", "Estimated time", "Finding")}
     runs = [r.name for r in parse_runs(module.get_config())]
     return Claim(name, path, sections, command, runs, getattr(module, "BASELINE", runs[0]),
                  tuple(getattr(module, "SUPPORT_RUNS", ())))
@@ -70,14 +70,17 @@ def claims_in(directory: str) -> list[Claim]:
 
 
 def collect(sweep_dir: str, results_dir: str) -> str:
-    """Copy a finished sweep's results.json, with each run's validation curve, into results_dir."""
+    """Copy a finished sweep's results.json, with each run's validation curve and diagnostic
+    series (`claim_diagnostics.series`), into results_dir."""
     with open(os.path.join(sweep_dir, "results.json")) as f:
         records = json.load(f)["records"]
-    curves = {f"{r['run']}-s{r['seed']}": [[m["tokens_seen"], m[METRIC]] for m in read_metrics(r["workdir"])
-                                            if METRIC in m] for r in records if not r["ngram"]}
+    metrics = {f"{r['run']}-s{r['seed']}": read_metrics(r["workdir"]) for r in records if not r["ngram"]}
+    curves = {run: [[m["tokens_seen"], m[METRIC]] for m in ms if METRIC in m] for run, ms in metrics.items()}
     os.makedirs(results_dir, exist_ok=True)
     shutil.copyfile(os.path.join(sweep_dir, "results.json"), os.path.join(results_dir, "results.json"))
     write_json(os.path.join(results_dir, "curves.json"), curves)
+    write_json(os.path.join(results_dir, "diagnostics.json"),
+               {run: claim_diagnostics.series(ms) for run, ms in metrics.items()})
     return results_dir
 
 
@@ -122,7 +125,25 @@ def claim_section(claim: Claim, results_dir: str, figures_dir: str, doc_dir: str
                         f"**Verdict: {verdict}.** Measured time: {minutes:.1f} minutes "
                         f"({s['Estimated time'] or 'no estimate'}).", "",
                     f"![{claim.name}]({os.path.relpath(figure, doc_dir)})", ""]
+    body += diagnostics_section(claim, results_dir)
+    if s["Finding"]:
+        body += [f"**{s['Finding'].split(':', 1)[0]}:**{s['Finding'].split(':', 1)[1]}", ""]
     return "\n".join(head + body), verdict
+
+
+def diagnostics_section(claim: Claim, results_dir: str) -> list[str]:
+    """The table of `claim_diagnostics`, per arm, when the results hold the series."""
+    path = os.path.join(results_dir, "diagnostics.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        runs = json.load(f)
+    by_arm = {name: [v for k, v in runs.items() if k.rsplit("-s", 1)[0] == name] for name in claim.runs}
+    rows = claim_diagnostics.table(by_arm)
+    if not rows:
+        return []
+    return ["Diagnostics, means over seeds (gptjax/eval/claim_diagnostics.py says what each one shows):", "",
+            *rows, ""]
 
 
 def plot_claim(claim: Claim, by_run: dict, results_dir: str, path: str) -> str:
