@@ -5,7 +5,7 @@
 Arms: none / token noise / span masking / adjacent-character swaps (gptjax/data/augment.py,
 which says why each), 15% of input tokens corrupted, targets untouched, 3 seeds each.
 
-Regime: the overfitting regime (100k characters, about 5 passes): augmentation can only help
+Regime: the overfitting regime (30k characters, about 17 passes): augmentation can only help
 where the model would otherwise memorise its few training windows.
 Diagnostic: train - validation gap curves (the train loss is on corrupted inputs, so the gap
 is read from validation loss against the no-augmentation arm's), best validation step and

@@ -4,8 +4,8 @@
 
 Arms: model.dropout 0 / 0.1 / 0.2 / 0.3 (every site), 3 seeds each.
 
-Regime: the overfitting regime (experiments/claims/regimes.py): 100k training characters seen
-about 5 times without weight decay, so that without dropout validation loss turns up while
+Regime: the overfitting regime (experiments/claims/regimes.py): 30k training characters seen
+about 17 times without weight decay, so that without dropout validation loss turns up while
 training loss keeps falling. A regime that does not overfit could only show dropout's cost.
 Diagnostic: the train - validation gap against tokens seen (metrics.jsonl), the best
 validation step (where each arm starts to overfit) and final validation bits per char.

@@ -14,6 +14,11 @@ pretrained arm starts low); the pretrain arm is the base, scored on the comedies
 n-grams are the yardstick of the same split: listed, not compared.
 
 Estimated time: 3 x 3 min of pretraining + 6 x 2 min on Hamlet, on an idle machine: 20 minutes.
+
+Finding: supported. The fine-tuned model's first evaluation (step 30) is already below the
+scratch model's final one, and it ends 0.19 bits/char lower. At 170k training characters the
+5- and 7-gram (2.09/2.07) still beat both networks of this size: pretraining closes a third of
+the gap between scratch and counting, not all of it.
 """
 
 from experiments.finetune_demo import get_config as demo_config

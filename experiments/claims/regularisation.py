@@ -6,7 +6,7 @@ Arms: none / L2 as decoupled weight decay (AdamW, train.weight_decay=0.1) / L2 a
 penalty (train.l2) / L1 as a loss penalty (train.l1), 3 seeds each. With Adam the two L2
 forms differ (the penalty's gradient is rescaled by Adam, weight decay is not), so both are arms.
 
-Regime: the overfitting regime (100k characters, about 5 passes, no other regulariser).
+Regime: the overfitting regime (30k characters, about 17 passes, no other regulariser).
 Diagnostic: train - validation gap curves and the weight norms per layer through training
 (train.log_layer_norms): a regulariser that works shrinks the weights and the gap together.
 
