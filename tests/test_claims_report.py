@@ -82,3 +82,18 @@ def test_diagnostics_of_hand_made_metrics():
     assert "weight_norm" not in got and "last_activation_rms" not in got
     rows = claim_diagnostics.table({"a": [claim_diagnostics.series(metrics)], "b": []})
     assert rows[0].startswith("| arm | val − train loss") and rows[2].startswith("| a | +0.600 | 0.50 | 1.0 |")
+
+
+def test_a_claim_with_lines_gets_its_line_plot(tmp_path):
+    from experiments.claims import data_size
+
+    results = tmp_path / "results" / "data_size"
+    results.mkdir(parents=True)
+    records = [{"run": run, "seed": s, "ngram": kind == "5-gram", "val_bpc": 3.0 - 0.1 * i + 0.01 * s, "seconds": 10.0}
+               for kind, points in data_size.LINES.items() for i, run in enumerate(points.values())
+               for s in ((0,) if kind == "5-gram" else (0, 1, 2))]
+    (results / "results.json").write_text(json.dumps({"records": records}))
+    text = open(write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "claims.md")), encoding="utf-8").read()
+    section = text.split("## data size")[1].split("\n## ")[0]
+    assert "![data_size lines](claims/data_size_lines.png)" in section
+    assert os.path.getsize(tmp_path / "claims" / "data_size_lines.png") > 0

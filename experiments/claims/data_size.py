@@ -22,9 +22,13 @@ Estimated time: 36 network runs of about 30 s each (10 s of it start-up and comp
 from experiments.claims.regimes import small, sweep
 
 SIZES = {"100k": 100_000, "300k": 300_000, "1M": 1_000_000, "all": 0}
+ALL_CHARS = 4_300_000  # the default split's training characters, where "all" sits on the plot
 KINDS = {"gpt": {"model.n_layer": 2, "model.n_embd": 64},
          "lstm": {"model.kind": "lstm", "model.n_layer": 1, "model.n_embd": 128, "model.tie_embeddings": False},
          "gru": {"model.kind": "gru", "model.n_layer": 1, "model.n_embd": 144, "model.tie_embeddings": False}}
+# The crossover plot of docs/claims.md: one line per model kind against training characters.
+LINES = {kind: {n or ALL_CHARS: f"{kind}-{size}" for size, n in SIZES.items()} for kind in ("5-gram", *KINDS)}
+X_LABEL = "training characters"
 
 
 def get_config():

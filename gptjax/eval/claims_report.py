@@ -46,6 +46,8 @@ class Claim(NamedTuple):
     runs: list          # run names, in sweep order
     baseline: str
     support: tuple      # runs the sweep needs but the claim does not compare (a base to start from)
+    lines: dict         # LINES of the file: {label: {x: run}}, drawn as lines against x (x label: X_LABEL)
+    x_label: str
 
 
 def load_claim(path: str) -> Claim:
@@ -61,7 +63,8 @@ def load_claim(path: str) -> Claim:
                 for key in ("Claim", "Arms", "Regime", "Diagnostic", "Estimated time", "Finding")}
     runs = [r.name for r in parse_runs(module.get_config())]
     return Claim(name, path, sections, command, runs, getattr(module, "BASELINE", runs[0]),
-                 tuple(getattr(module, "SUPPORT_RUNS", ())))
+                 tuple(getattr(module, "SUPPORT_RUNS", ())), getattr(module, "LINES", {}),
+                 getattr(module, "X_LABEL", ""))
 
 
 def claims_in(directory: str) -> list[Claim]:
@@ -125,6 +128,9 @@ def claim_section(claim: Claim, results_dir: str, figures_dir: str, doc_dir: str
                         f"**Verdict: {verdict}.** Measured time: {minutes:.1f} minutes "
                         f"({s['Estimated time'] or 'no estimate'}).", "",
                     f"![{claim.name}]({os.path.relpath(figure, doc_dir)})", ""]
+    if claim.lines:
+        lines_figure = plot_lines(claim, by_run, os.path.join(figures_dir, f"{claim.name}_lines.png"))
+        body += [f"![{claim.name} lines]({os.path.relpath(lines_figure, doc_dir)})", ""]
     body += diagnostics_section(claim, results_dir)
     if s["Finding"]:
         body += [f"**{s['Finding'].split(':', 1)[0]}:**{s['Finding'].split(':', 1)[1]}", ""]
@@ -171,6 +177,26 @@ def plot_claim(claim: Claim, by_run: dict, results_dir: str, path: str) -> str:
         ax.set_ylabel("validation bits per char")
         ax.grid(alpha=0.3)
         ax.legend()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_lines(claim: Claim, by_run: dict, path: str) -> str:
+    """The claim's LINES: mean final validation bits per char (± std over seeds) against x, log scale."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in claim.lines.items():
+        xs = sorted(x for x, run in points.items() if by_run.get(run))
+        values = [[r[METRIC] for r in by_run[points[x]]] for x in xs]
+        ax.errorbar(xs, [statistics.fmean(v) for v in values],
+                    yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values], marker="o", capsize=3,
+                    label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(claim.x_label)
+    ax.set_ylabel("final validation bits per char")
+    ax.grid(alpha=0.3)
+    ax.legend()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
