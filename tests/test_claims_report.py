@@ -48,7 +48,7 @@ def test_a_support_run_is_listed_but_not_compared(tmp_path):
     (results / "results.json").write_text(json.dumps({"records": records}))
     text = open(write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "claims.md")), encoding="utf-8").read()
     section = text.split("## fine tuning")[1].split("\n## ")[0]
-    assert "| pretrain (not compared) | 3 | 1.600 ± 0.100 | | | | |" in section
+    assert "| pretrain (not compared) | 3 | 1.600 ± 0.100 | | | | | 60 |" in section
     assert "| scratch (baseline) |" in section and "| fine-tuned | 3 | 2.210 ± 0.010 | -0.410" in section
 
 

@@ -87,6 +87,11 @@ def collect(sweep_dir: str, results_dir: str) -> str:
     return results_dir
 
 
+def mean_seconds(records: list[dict]) -> str:
+    """Wall-clock seconds of an arm's runs, each (compiling included): what the choice costs."""
+    return f"{statistics.fmean(r['seconds'] for r in records):.0f}" if records else "-"
+
+
 def mean_std(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.3f}" if values else "-"
@@ -106,20 +111,20 @@ def claim_section(claim: Claim, results_dir: str, figures_dir: str, doc_dir: str
         records = json.load(f)["records"]
     by_run = {name: [r for r in records if r["run"] == name and METRIC in r] for name in claim.runs}
     base = [r[METRIC] for r in by_run[claim.baseline]]
-    lines = ["| arm | seeds | val bits/char | Δ vs baseline [95% bootstrap] | Cohen's d | Welch p | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | seeds | val bits/char | Δ vs baseline [95% bootstrap] | Cohen's d | Welch p | verdict | s/run |",
+             "|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for name, rows in by_run.items():
         values = [r[METRIC] for r in rows]
         if name == claim.baseline or name in claim.support or len(values) < 2 or len(base) < 2:
             role = " (baseline)" if name == claim.baseline else " (not compared)" if name in claim.support else ""
-            lines.append(f"| {name}{role} | {len(values)} | {mean_std(values)} | | | | |")
+            lines.append(f"| {name}{role} | {len(values)} | {mean_std(values)} | | | | | {mean_seconds(rows)} |")
             continue
         c = significance.compare(values, base)
         v = significance.verdict(c)
         verdicts.append(v)
         lines.append(f"| {name} | {len(values)} | {mean_std(values)} | {c.difference:+.3f} [{c.ci_low:+.3f}, "
-                     f"{c.ci_high:+.3f}] | {c.cohens_d:+.2f} | {c.p:.3g} | {v} |")
+                     f"{c.ci_high:+.3f}] | {c.cohens_d:+.2f} | {c.p:.3g} | {v} | {mean_seconds(rows)} |")
     verdict = significance.combine(verdicts) if verdicts else "depends"
     minutes = sum(r["seconds"] for r in records) / 60
     figure = plot_claim(claim, by_run, results_dir, os.path.join(figures_dir, f"{claim.name}.png"))
