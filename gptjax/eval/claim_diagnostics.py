@@ -20,13 +20,14 @@ SPIKE_FACTOR = 1.5  # a logged training loss above this many times the lowest so
 
 
 def series(metrics: list[dict]) -> dict[str, list[list[float]]]:
-    """{metric: [[step, value], ...]} of the metrics the summaries read."""
+    """{metric: [[step, value], ...]} of the metrics the summaries read; per-layer norms at their
+    first and last step only (the run's layer_norms.png has their curves)."""
     out: dict[str, list[list[float]]] = {}
     for record in metrics:
         for key, value in record.items():
             if key in SERIES or key.startswith(LAYER_SERIES):
                 out.setdefault(key, []).append([record["step"], value])
-    return out
+    return {k: v if k in SERIES else [v[0], v[-1]][:len(v)] for k, v in out.items()}
 
 
 def block_names(s: dict, prefix: str) -> list[str]:
