@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> None:
         first = next(pieces, "")  # a refused prompt ends here, before anything is printed
         first_seconds = time.perf_counter() - started
         sys.stdout.write(prompts[0] + first)
+        sys.stdout.flush()
         for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
