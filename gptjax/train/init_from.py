@@ -200,7 +200,7 @@ def initial_state(source: Source, config, vocab_size: int, tx, shardings: TrainS
 def fresh_rest(config, vocab_size: int, sharding) -> nnx.State:
     """The non-parameter state of a freshly built model; XLA drops the unused parameter init."""
     def build():
-        return nnx.split(build_model(config.model, vocab_size, nnx.Rngs(config.seed)), nnx.Param, ...)[2]
+        return nnx.split(build_model(config.model, vocab_size, state_lib.Keys(config.seed)), nnx.Param, ...)[2]
 
     return jax.jit(build, out_shardings=sharding)()
 
