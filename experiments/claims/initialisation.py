@@ -20,7 +20,7 @@ against 0.02), end 0.6-0.9
 bits/char behind GPT-2's normal(0.02), with non-overlapping seeds; the mechanism shows in the
 last block's activation RMS at the end, 1.0 for normal against 7-15 for Xavier and 12-27 for
 He: larger branches grow the residual stream with depth. Residual scaling lowers the loss in
-every family (by 0.06-0.13) and halves that RMS, but 3 seeds do not make any one of those
+every family (by 0.06-0.13) and cuts that RMS 1.5-2.3 times, but 3 seeds do not make any one of those
 differences significant.
 """
 
