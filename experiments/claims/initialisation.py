@@ -16,12 +16,11 @@ Estimated time: 18 runs of 100 steps x 8 x 64 chars, about 60 s each (35 s of it
 Finding: supported in substance (the table's per-arm verdicts ask whether an arm beats GPT-2's
 init, and none does): at 12 layers the init decides how far 100 steps get. Xavier and He, whose
 scale follows the layer's fan (standard deviations of 0.08 and 0.18 for a 64 x 256 matrix,
-against 0.02), end 0.6-0.9
-bits/char behind GPT-2's normal(0.02), with non-overlapping seeds; the mechanism shows in the
-last block's activation RMS at the end, 1.0 for normal against 7-15 for Xavier and 12-27 for
-He: larger branches grow the residual stream with depth. Residual scaling lowers the loss in
-every family (by 0.06-0.13) and cuts that RMS 1.5-2.3 times, but 3 seeds do not make any one of those
-differences significant.
+against 0.02), end 0.6-0.9 bits/char behind GPT-2's normal(0.02), with non-overlapping seeds;
+the mechanism shows in the last block's activation RMS at the end, 1.0 for normal against 7-15
+for Xavier and 12-27 for He: larger branches grow the residual stream with depth. Residual
+scaling lowers the loss in every family (by 0.06-0.13) and cuts that RMS 1.5-2.3 times, but 3
+seeds do not make any one of those differences significant.
 """
 
 from experiments.claims.regimes import deep, sweep
