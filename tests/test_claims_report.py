@@ -97,3 +97,21 @@ def test_a_claim_with_lines_gets_its_line_plot(tmp_path):
     section = text.split("## data size")[1].split("\n## ")[0]
     assert "![data_size lines](claims/data_size_lines.png)" in section
     assert os.path.getsize(tmp_path / "claims" / "data_size_lines.png") > 0
+
+
+def test_a_findings_verdict_is_the_claims_and_the_rules_is_shown_beside_it(tmp_path):
+    from gptjax.eval.claims_report import finding_verdict
+
+    assert finding_verdict("Finding: not supported at equal parameters.") == "not supported"
+    assert finding_verdict("Finding: supported in substance (...)") == "supported"
+    assert finding_verdict("") is None and finding_verdict("Finding: the arms differ.") is None
+    results = tmp_path / "results" / "initialisation"
+    results.mkdir(parents=True)
+    runs = ["normal-scaled", "normal-unscaled", "xavier-scaled", "xavier-unscaled", "he-scaled", "he-unscaled"]
+    records = [{"run": run, "seed": s, "ngram": False, "val_bpc": 3.7 + 0.2 * i + 0.01 * s, "seconds": 40.0}
+               for i, run in enumerate(runs) for s in range(3)]
+    (results / "results.json").write_text(json.dumps({"records": records}))
+    text = open(write_report(CLAIMS, str(tmp_path / "results"), str(tmp_path / "claims.md")), encoding="utf-8").read()
+    section = text.split("## initialisation")[1].split("\n## ")[0]
+    assert "**Verdict: supported.** (the finding's, below; the per-arm rule" in section and "gives *not supported*" in section
+    assert "**Finding:** supported in substance" in section
