@@ -17,6 +17,15 @@ kinds as lines (docs/claims.md), and the train - validation gap per size.
 
 Estimated time: 36 network runs of about 30 s each (10 s of it start-up and compiling) plus
 4 n-gram fits of seconds: 18 minutes.
+
+Finding: supported for the overfitting half; no crossover within this budget. Every network's
+end-of-training gap between validation and training loss shrinks as the training set grows (GPT
+0.20 / 0.13 / 0.06 / 0.01 nats per token from 100k to all; LSTM 0.27 to 0.03; GRU 0.32 to 0.04)
+and its validation loss falls (GPT 3.08 to 2.91 bits/char). But at 300 steps the 5-gram gains
+more from data than any network (2.67 to 2.13) and is the best model at every size; the lines do
+not cross (the plot). At 4.3M characters the GRU comes closest (2.62) and the GPT is last
+(2.91): the crossover needs compute as well as data, which is where the main job's GPT (900
+steps of 32 x 128 BPE tokens) beats the 7-gram.
 """
 
 from experiments.claims.regimes import small, sweep
@@ -29,6 +38,7 @@ KINDS = {"gpt": {"model.n_layer": 2, "model.n_embd": 64},
 # The crossover plot of docs/claims.md: one line per model kind against training characters.
 LINES = {kind: {n or ALL_CHARS: f"{kind}-{size}" for size, n in SIZES.items()} for kind in ("5-gram", *KINDS)}
 X_LABEL = "training characters"
+BASELINE = "gpt-100k"  # the claim is about the GPT given more data
 
 
 def get_config():
