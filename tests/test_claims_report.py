@@ -81,7 +81,7 @@ def test_diagnostics_of_hand_made_metrics():
     assert got["grad_ratio_init"] == pytest.approx(0.01) and got["grad_ratio_end"] == pytest.approx(2.0)
     assert "weight_norm" not in got and "last_activation_rms" not in got
     rows = claim_diagnostics.table({"a": [claim_diagnostics.series(metrics)], "b": []})
-    assert rows[0].startswith("| arm | val − train loss") and rows[2].startswith("| a | +0.600 | 0.50 | 1.0 |")
+    assert rows[0].startswith("| arm | val − train loss") and rows[2].startswith("| a | +0.6 | 0.50 | 1.0 | 10 |")
 
 
 def test_a_claim_with_lines_gets_its_line_plot(tmp_path):

@@ -67,10 +67,10 @@ def summary(s: dict) -> dict[str, float]:
     return out
 
 
-COLUMNS = (("gap", "val − train loss, end (nats/token)", "{:+.3f}"),
+COLUMNS = (("gap", "val − train loss, end (nats/token)", "{:+.3g}"),
            ("best_at", "best val at (fraction of training)", "{:.2f}"),
            ("spikes", "loss spikes", "{:.1f}"),
-           ("max_grad_norm", "max grad norm", "{:.2f}"),
+           ("max_grad_norm", "max grad norm", "{:.3g}"),
            ("grad_ratio_init", "grad norm first/last block, init", "{:.3g}"),
            ("grad_ratio_end", "grad norm first/last block, end", "{:.3g}"),
            ("last_activation_rms", "last block activation RMS, end", "{:.3g}"),
