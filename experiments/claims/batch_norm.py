@@ -17,11 +17,12 @@ Estimated time: 12 runs of 250 steps x 16 x 64 chars, about 70 s each: 14 minute
 
 Finding: depends, on what "stabilise" is asked to mean. Normalisation's stabilising effect is
 clear in the diagnostics: without any norm the 4-layer stack at this rate has 6.7 loss spikes
-per run and gradient norms up to 27,000, against none and at most 4.3 with any of the three
-norms. On final loss the causal batch norm is the best arm (3.141 against layernorm's 3.373,
-the tightest spread of all, p = 0.09 over 3 seeds), rmsnorm and no norm do not differ from
-layernorm significantly. So batch norm (made causal) stabilises as well as layer norm and is
-not slower here; a "speeds up" verdict would need more seeds than the study's budget.
+per run and raw gradient norms up to 27,000 (clipped at 1.0, as in every arm), against none and
+at most 4.3 with any of the three norms. On final loss the causal batch norm is the best arm
+(3.141 against layernorm's 3.373, the tightest spread of all, p = 0.09 over 3 seeds), rmsnorm
+and no norm do not differ from layernorm significantly. So batch norm (made causal) stabilises
+as well as layer norm and is not slower here; a "speeds up" verdict would need more seeds than
+the study's budget.
 """
 
 from experiments.claims.regimes import small, sweep
