@@ -161,7 +161,7 @@ def diagnostics_section(claim: Claim, results_dir: str) -> list[str]:
         return []
     with open(path) as f:
         runs = json.load(f)
-    by_arm = {name: [v for k, v in runs.items() if k.rsplit("-s", 1)[0] == name] for name in claim.runs}
+    by_arm = {name: [v for k, v in runs.items() if arm_of(k) == name] for name in claim.runs}
     rows = claim_diagnostics.table(by_arm)
     if not rows:
         return []
@@ -186,7 +186,7 @@ def plot_claim(claim: Claim, by_run: dict, results_dir: str, path: str) -> str:
     if curves:
         ax = axes[0][1]
         for name in by_run:
-            runs = [dict(map(tuple, v)) for k, v in curves.items() if k.rsplit("-s", 1)[0] == name]
+            runs = [dict(map(tuple, v)) for k, v in curves.items() if arm_of(k) == name]
             if runs:
                 points = sorted(set.intersection(*(set(c) for c in runs)))
                 ax.plot(points, [statistics.fmean(c[p] for c in runs) for p in points], marker=".", label=name)
@@ -194,10 +194,7 @@ def plot_claim(claim: Claim, by_run: dict, results_dir: str, path: str) -> str:
         ax.set_ylabel("validation bits per char")
         ax.grid(alpha=0.3)
         ax.legend()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_lines(claim: Claim, by_run: dict, path: str) -> str:
@@ -214,10 +211,19 @@ def plot_lines(claim: Claim, by_run: dict, path: str) -> str:
     ax.set_ylabel("final validation bits per char")
     ax.grid(alpha=0.3)
     ax.legend()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> str:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def arm_of(run_key: str) -> str:
+    """The arm of a collected run key, "<arm>-s<seed>"."""
+    return run_key.rsplit("-s", 1)[0]
 
 
 README_BEGIN, README_END = "<!-- claims: begin -->", "<!-- claims: end -->"
