@@ -79,6 +79,7 @@ def test_diagnostics_of_hand_made_metrics():
     assert got["spikes"] == 1                          # 3.5 > 1.5 x 2.0, after the first 10 steps
     assert got["max_grad_norm"] == pytest.approx(10.0)
     assert got["grad_ratio_init"] == pytest.approx(0.01) and got["grad_ratio_end"] == pytest.approx(2.0)
+    assert got["block_grad_init"] == pytest.approx(0.505) and got["block_grad_end"] == pytest.approx(0.375)
     assert "weight_norm" not in got and "last_activation_rms" not in got
     rows = claim_diagnostics.table({"a": [claim_diagnostics.series(metrics)], "b": []})
     assert rows[0].startswith("| arm | val − train loss") and rows[2].startswith("| a | +0.6 | 0.50 | 1.0 | 10 |")

@@ -3,9 +3,11 @@
 From each run's metrics.jsonl: the generalisation gap (validation minus training loss at the
 end, what dropout, weight decay, augmentation and more data should shrink), where validation
 was best (an overfitting run peaks early), loss spikes and the largest gradient norm (what
-clipping should tame), and, where `train.log_layer_norms` was on, the first block's gradient
-norm over the last block's at initialisation and at the end (far below 1: gradients vanish on
-their way down; far above: they grow), the last block's activation RMS and the weights' norm.
+clipping should tame), and, where `train.log_layer_norms` was on, the blocks' mean gradient
+norm at initialisation and at the end (small while the loss is still high: saturated units pass
+little gradient), the first block's gradient norm over the last block's at both times (far
+below 1: gradients vanish on their way down; far above: they grow), the last block's activation
+RMS and the weights' norm.
 The claims report tabulates these as means over seeds.
 """
 
@@ -58,6 +60,8 @@ def summary(s: dict) -> dict[str, float]:
     if len(grads) > 1:
         ratio = [a[1] / max(b[1], 1e-30) for a, b in zip(s[grads[0]], s[grads[-1]])]
         out["grad_ratio_init"], out["grad_ratio_end"] = ratio[0], ratio[-1]
+    if grads:
+        out["block_grad_init"], out["block_grad_end"] = (statistics.fmean(s[k][i][1] for k in grads) for i in (0, -1))
     acts = block_names(s, "layer_activation_rms/")
     if acts:
         out["last_activation_rms"] = s[acts[-1]][-1][1]
@@ -71,6 +75,8 @@ COLUMNS = (("gap", "val − train loss, end (nats/token)", "{:+.3g}"),
            ("best_at", "best val at (fraction of training)", "{:.2f}"),
            ("spikes", "loss spikes", "{:.1f}"),
            ("max_grad_norm", "max grad norm", "{:.3g}"),
+           ("block_grad_init", "block grad norm (mean), init", "{:.3g}"),
+           ("block_grad_end", "block grad norm (mean), end", "{:.3g}"),
            ("grad_ratio_init", "grad norm first/last block, init", "{:.3g}"),
            ("grad_ratio_end", "grad norm first/last block, end", "{:.3g}"),
            ("last_activation_rms", "last block activation RMS, end", "{:.3g}"),
