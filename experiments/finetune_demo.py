@@ -16,8 +16,8 @@ weights. The guide's claim (§ 6.5) is that the fine-tuned arm ends lower, and g
 sooner: compare val bits/char in results.md and the curves in val_curves.png; the n-gram rows
 count Hamlet's train split alone.
 
-Estimated time on an idle 2-core CPU: 3 x 3 min of pretraining + 6 x 2 min on Hamlet, about 20
-minutes (28.7 measured while other jobs shared the cores). It is also the fine-tuning claim's
+Estimated time on an idle 2-core CPU: 3 x 2.4 min of pretraining + 6 x 1.9 min on Hamlet, about 19
+minutes (18.6 measured). It is also the fine-tuning claim's
 sweep (experiments/claims/fine_tuning.py).
 """
 
@@ -38,6 +38,7 @@ def get_config(arg: str = "") -> ConfigDict:
     base.data.tokenizer = "char"      # the base's kind (configs/finetune.py reads a BPE main job)
     base.train.init_from = ""
     base.eval.max_tokens = 0          # the whole validation split (19k characters)
+    base.train.eval_batches = 3       # 3 x 64 windows of 128: about the split once (10 read it 4 times over)
     base.train.steps = 300
     pretrain = {"data.path": str(PLAYS / "comedies"), "model.dropout": 0.0, "train.steps": 300,
                 "train.batch_size": 32, "train.learning_rate": 2e-3, "train.warmup_steps": 100,
