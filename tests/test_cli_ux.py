@@ -3,6 +3,7 @@ listing and --help examples, and one line (never a traceback, never a changed fi
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -204,6 +205,54 @@ def test_a_read_only_workdir_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: os.path.realpath(path) != os.path.realpath(tmp_path))
     with pytest.raises(UserError, match="not writable"):
         check_workdir(str(tmp_path / "run"))
+
+
+def ctrl_c_inside_a_gc_callback(unraisable_hook) -> bool:
+    """Whether a SIGINT sent while a gc callback runs still ends as KeyboardInterrupt."""
+    sent = []
+
+    def callback(phase, info):
+        if phase == "start" and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt is raised here, inside the callback
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = unraisable_hook
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        gc.callbacks.remove(callback)
+        sys.unraisablehook = previous
+
+
+def test_ctrl_c_landing_in_a_gc_callback_is_not_lost():
+    from gptjax.cli import redeliver_dropped_interrupts
+
+    dropped = []
+    assert ctrl_c_inside_a_gc_callback(redeliver_dropped_interrupts(dropped.append))
+    assert not dropped
+    assert not ctrl_c_inside_a_gc_callback(dropped.append)  # Python's own way: printed and lost
+    assert dropped and dropped[0].exc_type is KeyboardInterrupt
+
+
+def test_ctrl_c_during_a_checkpoint_save_is_held_until_the_save_is_done():
+    from gptjax.train.checkpoints import ctrl_c_after
+
+    handler = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # the signal has been handled by now: held, not raised
+            finished.append(True)
+    assert finished and signal.getsignal(signal.SIGINT) is handler
 
 
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):

@@ -13,7 +13,9 @@ Compiled programs are kept across runs in `$GPTJAX_COMPILE_CACHE` (default
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Callable, TypeVar
 
 from absl import flags
@@ -70,6 +72,7 @@ def guarded(fn: Callable[[], T], compile_cache: bool = True,
     loop is closed" traceback after an error's one line.
     """
     quiet_logs()
+    sys.unraisablehook = redeliver_dropped_interrupts(sys.unraisablehook)
     try:
         use_compile_cache(compile_cache)
         result = fn()
@@ -93,6 +96,19 @@ def guarded(fn: Callable[[], T], compile_cache: bool = True,
     if writes_nothing:
         leave(0)
     return result
+
+
+def redeliver_dropped_interrupts(previous_hook: Callable) -> Callable:
+    """A `sys.unraisablehook` that sends a dropped Ctrl-C again. A KeyboardInterrupt raised inside
+    a gc callback, a `__del__` or a weakref callback cannot propagate: Python prints it and goes
+    on (a Ctrl-C that landed in JAX's gc callback left training running). The hook sends SIGINT
+    again a moment later instead; every other unraisable exception goes to `previous_hook`."""
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous_hook(unraisable)
+    return hook
 
 
 def leave(status: int) -> None:

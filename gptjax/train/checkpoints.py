@@ -13,10 +13,13 @@ no step is intact the run stops with one line and leaves every file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -77,12 +80,13 @@ class Checkpoints:
         """Save asynchronously; `best` also replaces the best checkpoint."""
         step = int(loop.step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(loop.to_json()))
-        for name in ("last", "best") if best else ("last",):
-            series = self.series(name)
-            if series.latest_step() != step:
-                self.finish(series)  # the step in flight keeps its own number in self.pending
-                self.pending[name] = step
-                series.save(step, args=args)
+        with ctrl_c_after():
+            for name in ("last", "best") if best else ("last",):
+                series = self.series(name)
+                if series.latest_step() != step:
+                    self.finish(series)  # the step in flight keeps its own number in self.pending
+                    self.pending[name] = step
+                    series.save(step, args=args)
 
     def series(self, name: str) -> ocp.CheckpointManager:
         return self.best if name == "best" else self.last
@@ -167,7 +171,8 @@ class Checkpoints:
         """Wait for a series' save in flight; a failed write (a full disk) is one line, and the steps
         before it stay as they were."""
         try:
-            series.wait_until_finished()
+            with ctrl_c_after():
+                series.wait_until_finished()
         except OSError as e:
             raise UserError(f"could not write a checkpoint under {series.directory} ({first_line(e)}); the "
                             "earlier checkpoints are intact: free space (or fix the error) and rerun to resume") from None
@@ -195,6 +200,25 @@ class Checkpoints:
             raise UserError(f"{self.root} holds no checkpoint to restore")
         out = found[2]
         return out["state"]["params"], out["state"]["rest"]
+
+
+@contextlib.contextmanager
+def ctrl_c_after() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends: a save is started, or waited for, whole. Interrupted
+    inside orbax's wait, orbax logs the save as failed, with a traceback, though its files are
+    fine. Only the main thread handles signals, so elsewhere this does nothing."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)  # now to the handler that was in place
 
 
 def first_line(e: BaseException) -> str:
