@@ -17,8 +17,7 @@ sooner: compare val bits/char in results.md and the curves in val_curves.png; th
 count Hamlet's train split alone.
 
 Estimated time on an idle 2-core CPU: 3 x 2.4 min of pretraining + 6 x 1.9 min on Hamlet, about 19
-minutes (18.6 measured). It is also the fine-tuning claim's
-sweep (experiments/claims/fine_tuning.py).
+minutes (18.6 measured). It is also the fine-tuning claim's sweep (experiments/claims/fine_tuning.py).
 """
 
 import importlib.resources

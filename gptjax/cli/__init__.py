@@ -72,7 +72,8 @@ def guarded(fn: Callable[[], T], compile_cache: bool = True,
     loop is closed" traceback after an error's one line.
     """
     quiet_logs()
-    sys.unraisablehook = redeliver_dropped_interrupts(sys.unraisablehook)
+    if not getattr(sys.unraisablehook, "redelivers_interrupts", False):  # once, however often guarded runs
+        sys.unraisablehook = redeliver_dropped_interrupts(sys.unraisablehook)
     try:
         use_compile_cache(compile_cache)
         result = fn()
@@ -108,6 +109,7 @@ def redeliver_dropped_interrupts(previous_hook: Callable) -> Callable:
             threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
             return
         previous_hook(unraisable)
+    hook.redelivers_interrupts = True
     return hook
 
 
