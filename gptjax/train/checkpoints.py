@@ -171,15 +171,15 @@ class Checkpoints:
         """Wait for a series' save in flight; a failed write (a full disk) is one line, and the steps
         before it stay as they were."""
         try:
-            with ctrl_c_after():
-                series.wait_until_finished()
+            series.wait_until_finished()
         except OSError as e:
             raise UserError(f"could not write a checkpoint under {series.directory} ({first_line(e)}); the "
                             "earlier checkpoints are intact: free space (or fix the error) and rerun to resume") from None
 
     def wait(self) -> None:
-        self.finish(self.last)
-        self.finish(self.best)
+        with ctrl_c_after():
+            self.finish(self.last)
+            self.finish(self.best)
 
     def close(self) -> None:
         self.wait()
