@@ -207,6 +207,20 @@ def test_a_read_only_workdir_is_refused(tmp_path, monkeypatch):
         check_workdir(str(tmp_path / "run"))
 
 
+@pytest.fixture
+def ctrl_c():
+    """Python's own SIGINT handler for the test: a process started in the background by a
+    non-interactive shell inherits SIGINT ignored, and these tests send it to themselves."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+# The same for a child: `python -m MODULE ARGS...` with Python's SIGINT handler in place.
+WITH_CTRL_C = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "sys.argv = [sys.argv[1], *sys.argv[2:]]; runpy.run_module(sys.argv[0], run_name='__main__')")
+
+
 def ctrl_c_inside_a_gc_callback(unraisable_hook) -> bool:
     """Whether a SIGINT sent while a gc callback runs still ends as KeyboardInterrupt."""
     sent = []
@@ -232,7 +246,7 @@ def ctrl_c_inside_a_gc_callback(unraisable_hook) -> bool:
         sys.unraisablehook = previous
 
 
-def test_ctrl_c_landing_in_a_gc_callback_is_not_lost():
+def test_ctrl_c_landing_in_a_gc_callback_is_not_lost(ctrl_c):
     from gptjax.cli import redeliver_dropped_interrupts
 
     dropped = []
@@ -242,7 +256,7 @@ def test_ctrl_c_landing_in_a_gc_callback_is_not_lost():
     assert dropped and dropped[0].exc_type is KeyboardInterrupt
 
 
-def test_ctrl_c_during_a_checkpoint_save_is_held_until_the_save_is_done():
+def test_ctrl_c_during_a_checkpoint_save_is_held_until_the_save_is_done(ctrl_c):
     from gptjax.train.checkpoints import ctrl_c_after
 
     handler = signal.getsignal(signal.SIGINT)
@@ -258,8 +272,8 @@ def test_ctrl_c_during_a_checkpoint_save_is_held_until_the_save_is_done():
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     workdir = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gptjax.main", "--config", "configs/base.py:smoke", "--workdir", str(workdir),
-         "--config.train.steps=100000", "--config.train.checkpoint_every=10"],
+        [sys.executable, "-c", WITH_CTRL_C, "gptjax.main", "--config", "configs/base.py:smoke",
+         "--workdir", str(workdir), "--config.train.steps=100000", "--config.train.checkpoint_every=10"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)
     last = workdir / "checkpoints" / "last"
