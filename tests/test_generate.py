@@ -212,6 +212,21 @@ def test_draw_samples_the_softmax_and_never_a_masked_id():
     assert np.asarray(logits_lib.draw(jax.random.key(1), batch))[1] == 0
 
 
+def test_first_max_and_cumulative_sum_equal_the_numpy_reductions():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 2, 200)).astype(np.float32)  # 200 ids: not a whole number of blocks
+    x[0, 0, [7, 150]] = 9.0  # a tie: the first index wins, as with argmax
+    x[1, 1] = -np.inf        # a fully masked row
+    x[2, 0, :50] = -np.inf
+    np.testing.assert_array_equal(np.asarray(logits_lib.first_max(jnp.asarray(x))), np.argmax(x, axis=-1))
+    probs = rng.random((3, 2, 200)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(logits_lib.cumulative_sum(jnp.asarray(probs))), np.cumsum(probs, -1),
+                               rtol=1e-5)
+    one = np.ones((1, logits_lib.BLOCK), np.float32)  # exactly one block
+    np.testing.assert_array_equal(np.asarray(logits_lib.cumulative_sum(jnp.asarray(one)))[0],
+                                  np.arange(1, logits_lib.BLOCK + 1))
+
+
 def test_stop_tokens_and_stop_strings_end_the_completion():
     gen = Generator(bigram_gpt(CYCLE), LetterTokenizer(6))
     by_token = gen.generate([np.array([0])], dataclasses.replace(BIGRAM, stop_tokens=(4,)))[0][0]

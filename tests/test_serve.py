@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import jax
 import numpy as np
 import openai
 import pytest
@@ -196,15 +197,25 @@ async def decode(e: Engine, requests: list[tuple[str, Sampling]], start_after: i
     return [tuple(o) for o in out]
 
 
+def test_a_rows_key_is_the_seed_folded_with_its_choice_over_the_whole_seed_range():
+    from gptjax.serve.engine import row_key
+
+    for seed in (0, 7, 2**31 - 1, 2**31, 2**32 - 1, 2**32 + 7, 2**40):
+        for choice in (0, 3):
+            want = jax.random.fold_in(jax.random.PRNGKey(seed % 2**32), choice)
+            np.testing.assert_array_equal(row_key(seed, choice), np.asarray(want))
+    assert (row_key(7, 0) == row_key(2**32 + 7, 0)).all() and (row_key(7, 0) != row_key(7, 1)).any()
+
+
 def test_requests_decoded_together_match_each_alone(model, monkeypatch):
     from gptjax.serve import batch_decode
 
     live_rows, advance = [], batch_decode.advance
 
-    def counting(graphdef, params, st, *args, **kwargs):
-        live_rows.append(int(np.sum(~np.asarray(st.done))))
+    def counting(graphdef, params, st, leaving, *args, **kwargs):
+        live_rows.append(int(np.sum(~(np.asarray(st.done) | leaving))))
         time.sleep(0.05)  # slow enough for b to join a mid-way
-        return advance(graphdef, params, st, *args, **kwargs)
+        return advance(graphdef, params, st, leaving, *args, **kwargs)
 
     monkeypatch.setattr(batch_decode, "advance", counting)
     e = engine(model, chunk=2)

@@ -66,7 +66,7 @@ def truncate(logits: jax.Array, plan: Plan, knobs: Knobs) -> jax.Array:
     if plan.top_p:
         ordered = jnp.sort(logits, axis=-1)[..., ::-1]
         probs = jax.nn.softmax(ordered, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
+        before = cumulative_sum(probs) - probs  # mass of strictly more likely tokens
         kept = jnp.where(before < knobs.top_p, ordered, jnp.inf)
         logits = jnp.where(logits < jnp.min(kept, axis=-1, keepdims=True), -jnp.inf, logits)
     if plan.min_p:
@@ -78,7 +78,7 @@ def truncate(logits: jax.Array, plan: Plan, knobs: Knobs) -> jax.Array:
 def choose(logits: jax.Array, key: jax.Array, plan: Plan, knobs: Knobs) -> jax.Array:
     """One id per row of (B, V) logits (penalties already applied)."""
     if plan.greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return first_max(logits)
     return draw(key, truncate(logits, plan, knobs))
 
 
@@ -91,8 +91,33 @@ def draw(key: jax.Array, logits: jax.Array) -> jax.Array:
     for GPT-2's 50,257 (batch 1).
     """
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    cdf = jnp.cumsum(probs, axis=-1)
+    cdf = cumulative_sum(probs)
     u = jax.random.uniform(key, logits.shape[:-1] + (1,)) * cdf[..., -1:]
     # u rounded up to the total would pass every id: stop at the last id of nonzero probability.
-    last = logits.shape[-1] - 1 - jnp.argmax((probs > 0)[..., ::-1], axis=-1)
+    last = jnp.max(jnp.where(probs > 0, jnp.arange(logits.shape[-1]), 0), axis=-1)
     return jnp.minimum(jnp.sum(cdf <= u, axis=-1), last).astype(jnp.int32)
+
+
+def first_max(x: jax.Array) -> jax.Array:
+    """`jnp.argmax(x, -1)` (the first index of the largest value) as two plain reductions, which
+    XLA's CPU backend vectorises; its argmax, one reduction over (value, index) pairs, takes 3-4x
+    as long: 9.5 against 3 us for a row of 2,048, 227 against 51 us for GPT-2's 50,257. A row
+    holding a NaN gives its last index."""
+    ids = jnp.arange(x.shape[-1])
+    top = jnp.max(x, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(x == top, ids, x.shape[-1] - 1), axis=-1).astype(jnp.int32)
+
+
+BLOCK = 64  # ids per block of `cumulative_sum`
+
+
+def cumulative_sum(x: jax.Array) -> jax.Array:
+    """`jnp.cumsum(x, -1)` in blocks: within a block by a product with a triangular matrix, then
+    the blocks' running totals added. XLA's CPU cumsum (a reduce-window) takes 2-3x as long:
+    58 against 26 us for 8 rows of 2,048, 1.2 against 0.45 ms for 8 rows of 50,257."""
+    *lead, n = x.shape
+    pad = -n % BLOCK
+    blocks = jnp.pad(x, [(0, 0)] * len(lead) + [(0, pad)]).reshape(*lead, -1, BLOCK)
+    within = blocks @ jnp.triu(jnp.ones((BLOCK, BLOCK), x.dtype))
+    totals = jnp.cumsum(within[..., -1], axis=-1) - within[..., -1]
+    return (within + totals[..., None]).reshape(*lead, n + pad)[..., :n]

@@ -53,7 +53,7 @@ def step(model, st: decoder.DecodeState, layout: Layout, plan: RowPlan, knobs: R
     truncated = logits_lib.truncate(logits, truncate_plan, truncate_knobs)
     drawn = jax.vmap(logits_lib.draw)(keys[:, 1], truncated)
     live = ~st.done
-    token = jnp.where(knobs.temperature[:, 0] == 0, jnp.argmax(logits, axis=-1), drawn).astype(jnp.int32)
+    token = jnp.where(knobs.temperature[:, 0] == 0, logits_lib.first_max(logits), drawn).astype(jnp.int32)
     token = jnp.where(live, token, 0)
     tokens = jax.lax.dynamic_update_slice(st.tokens, token[:, None], (0, st.length))
     length = st.length + 1
@@ -67,9 +67,11 @@ def step(model, st: decoder.DecodeState, layout: Layout, plan: RowPlan, knobs: R
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout", "plan"), donate_argnames=("st",),
                    compiler_options=decoder.COMPILER_OPTIONS)
-def advance(graphdef, params, st: decoder.DecodeState, knobs: RowKnobs, steps: jax.Array, *,
+def advance(graphdef, params, st: decoder.DecodeState, leaving: jax.Array, knobs: RowKnobs, steps: jax.Array, *,
             layout: Layout, plan: RowPlan) -> decoder.DecodeState:
-    """Decode up to `steps` tokens per row (or until every row is done) in one compiled loop."""
+    """Decode up to `steps` tokens per row (or until every row is done) in one compiled loop;
+    rows marked in `leaving` (B,) are done first."""
+    st = st._replace(done=st.done | leaving)
     def body(carry):
         i, s = carry
         return i + 1, step(nnx.merge(graphdef, params), s, layout, plan, knobs)

@@ -94,8 +94,14 @@ class Job:
         self.cancelled.set()
 
 
+@jax.jit
+def seeded_key(seed: jax.Array, choice: jax.Array) -> jax.Array:
+    """Compiled once: run op by op, these key operations cost 0.2 ms, for every row of every request."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), choice)
+
+
 def row_key(seed: int, choice: int) -> np.ndarray:
-    return np.asarray(jax.random.fold_in(jax.random.PRNGKey(seed % 2**32), choice))
+    return np.asarray(seeded_key(np.uint32(seed % 2**32), np.uint32(choice)))
 
 
 class Row:
@@ -162,7 +168,8 @@ class Engine:
             self.no_chat = ""
         except UserError as e:
             self.template, self.no_chat = None, str(e)
-        self.max_batch, self.max_queue, self.chunk = max_batch, max_queue, chunk
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.chunk = jnp.asarray(chunk, jnp.int32)  # tokens per call of the loop (made once: 0.08 ms a call)
         self.overflow, self.max_tokens, self.gather_s = overflow, max_tokens, gather_s
         self.shape_floors = shape_floors  # least batch rows, prompt width and token budget compiled
         self.created = int(time.time())
@@ -240,9 +247,8 @@ class Engine:
             self.running = len(live) + len(joining)
             finished = np.ones(batch.layout.batch, bool)
             finished[:len(rows)] = [r.finished for r in rows]
-            state = batch.state._replace(done=batch.state.done | jnp.asarray(finished))
-            state = batch_decode.advance(self.generator.graphdef, self.generator.params, state, batch.knobs,
-                                         jnp.asarray(self.chunk, jnp.int32), layout=batch.layout, plan=batch.plan)
+            state = batch_decode.advance(self.generator.graphdef, self.generator.params, batch.state, finished,
+                                         batch.knobs, self.chunk, layout=batch.layout, plan=batch.plan)
             batch = batch._replace(state=state)
             self.collect(batch)
 
