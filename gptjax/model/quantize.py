@@ -16,10 +16,11 @@ operands, so it widens the kernel to float32 first, and inside the compiled deco
 hoists that loop-invariant widening out of the loop: the loop then reads float32 copies (as
 fast as the float model, no faster) held as temporaries beside the int8 weights (the compiled
 loop's temporaries grow by the float weights' size). Keeping the widening inside the loop
-(an optimization barrier) keeps memory at int8 but is ~4x slower per token. A decode-speed gain
-needs the blocks applied by a scan over stacked kernels, where each iteration widens one layer
-into a reused buffer that stays in cache (`python -m benchmarks.int8_layout`: 1.9x float32 on a
-GPT-2-sized stack of MLP kernels); this model's blocks are unrolled, one array per layer.
+(an optimization barrier) keeps memory at int8 but is ~4x slower per token. Applying the blocks
+by a scan over stacked kernels does not help either (`python -m benchmarks.int8_layout`): a
+scan widens each iteration's kernel into a reused buffer, which pays (1.8x float32) when a layer
+has one kernel that stays in cache, but a GPT-2 block's four kernels widen to 28 MB, which do
+not, and the scanned int8 blocks ran at 0.5-0.65x float32. So the blocks stay unrolled.
 
 Quantised weights are `Int8Weight` variables, not `nnx.Param`s: a quantised model is served,
 not trained. Its graph and state pass through `nnx.split` / `nnx.merge` like the float model's,
