@@ -17,8 +17,9 @@ Times are the best of `--repeats` runs after a compile run.
 prints the bytes of weights a decode step reads and the bound they set at batch 1: memory
 bandwidth (a jitted sum over a 256 MiB float32 array, measured at the start of the same run)
 divided by those bytes, times the batch (all rows share one read of the weights), in tokens/s,
-and the fraction of it the cached decoder reaches. On CPU the int8 bound is not reachable by
-XLA's dot, which widens int8 kernels to float32 (see `gptjax.model.quantize`).
+and the fraction of it the cached decoder reaches. On CPU the int8 decode steps run in
+`gptjax.model.int8_matmul`'s kernel, which widens the weights as they stream past; the float32
+KV cache is read as in the float model.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from gptjax.data.tokenizers import CharTokenizer
 from gptjax.errors import UserError
 from gptjax.generate.generator import Generator
 from gptjax.generate.settings import GenerationSettings
-from gptjax.model import lora
+from gptjax.model import int8_matmul, lora
 from gptjax.model.gpt import GPT, GPTConfig
 from gptjax.model.quantize import Int8Embed, Int8Linear, Int8Weight, quantize, quantize_channels, quantize_int8
 
@@ -100,3 +100,57 @@ def test_refusals():
     with pytest.raises(UserError, match="merge LoRA"):
         quantize_int8(adapted)
     assert type(quantize_int8(lora.merge_adapters(adapted)).h[0].attn.c_attn) is Int8Linear
+
+
+def test_the_int8_kernel_builds_here_and_matches_the_xla_products():
+    """CI installs g++, so the kernel must build; its products equal XLA's widened ones for few
+    rows (1, 3, 8: the paths for one row and for several), widths that are not multiples of the
+    kernel's blocks, and leading batch axes, inside a compiled loop too."""
+    assert int8_matmul.unavailable() == ""
+    rng = np.random.default_rng(0)
+    for rows, k, n in ((1, 64, 48), (3, 70, 300), (8, 259, 5)):
+        x = jnp.asarray(rng.standard_normal((rows, k)), jnp.float32).reshape(1, rows, k)
+        q = jnp.asarray(rng.integers(-127, 128, (k, n)), jnp.int8)
+        scale = jnp.asarray(rng.random(n), jnp.float32)
+        assert int8_matmul.applies(x)
+        want = (np.asarray(x, np.float64) @ np.asarray(q, np.float64)) * np.asarray(scale)
+        got = jax.jit(lambda x: jax.lax.fori_loop(0, 2, lambda i, y: int8_matmul.columns(x, q, scale) + 0 * y,
+                                                 jnp.zeros((1, rows, n))))(x)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
+        table = jnp.asarray(np.asarray(q).T.copy())  # (vocab, features), as an embedding
+        np.testing.assert_allclose(np.asarray(jax.jit(int8_matmul.rows)(x, table, scale)), want, rtol=1e-5,
+                                   atol=1e-4)
+
+
+def test_int8_model_gives_the_same_logits_with_the_kernel_and_without(monkeypatch):
+    q8 = quantize_int8(model())
+    idx = tokens((2, 5))  # 10 rows: the kernel's
+    with_kernel = np.asarray(jax.jit(lambda i: q8(i))(idx))
+    monkeypatch.setattr(int8_matmul, "MAX_ROWS", 0)  # every product through XLA
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda i: q8(i))(idx)), with_kernel, rtol=1e-5, atol=1e-5)
+    assert not int8_matmul.applies(jnp.ones((1, 4))) and not int8_matmul.applies(jnp.ones((1, 4), jnp.bfloat16))
+
+
+def test_without_a_compiler_the_kernel_is_skipped_with_one_note(monkeypatch, tmp_path, capsys):
+    int8_matmul.unavailable.cache_clear()
+    int8_matmul.warn_once.cache_clear()
+    try:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        monkeypatch.setenv("CXX", "no-such-compiler")
+        assert "no C++ compiler" in int8_matmul.unavailable()
+        x = jnp.ones((2, 64), jnp.float32)
+        assert not int8_matmul.applies(x) and not int8_matmul.applies(x)
+        assert capsys.readouterr().err.count("note: int8 weights are widened by XLA") == 1
+        int8_matmul.unavailable.cache_clear()
+        monkeypatch.setenv("CXX", "false")  # a "compiler" that fails
+        assert int8_matmul.unavailable().startswith("building int8_matmul.cc failed")
+        int8_matmul.unavailable.cache_clear()
+        monkeypatch.delenv("CXX")
+        monkeypatch.setenv(int8_matmul.SWITCH, "0")
+        assert int8_matmul.unavailable() == f"turned off by {int8_matmul.SWITCH}=0"
+        assert not list(tmp_path.rglob("*.so"))  # nothing was built, no half-written library left
+    finally:
+        int8_matmul.unavailable.cache_clear()
+        int8_matmul.warn_once.cache_clear()
+    monkeypatch.undo()
+    assert int8_matmul.unavailable() == ""  # the real build again (from the cache), for later tests

@@ -10,17 +10,16 @@ What is not: biases, norms, position embeddings and an untied input embedding (o
 token), and activations: a matmul computes (x @ q.astype(dtype)) * scale, so the weights stay
 int8 in memory and are widened inside the product, and the scale is applied once per output.
 
-What it buys on XLA:CPU (jax 0.10.2), measured: files and resident weights at ~1/4, and the
-logit error of int8 (about 1% relative RMS). Not speed: XLA's CPU dot does not read int8
-operands, so it widens the kernel to float32 first, and inside the compiled decode loop it
-hoists that loop-invariant widening out of the loop: the loop then reads float32 copies (as
-fast as the float model, no faster) held as temporaries beside the int8 weights (the compiled
-loop's temporaries grow by the float weights' size). Keeping the widening inside the loop
-(an optimization barrier) keeps memory at int8 but is ~4x slower per token. Applying the blocks
-by a scan over stacked kernels does not help either (`python -m benchmarks.int8_layout`): a
-scan widens each iteration's kernel into a reused buffer, which pays (1.8x float32) when a layer
-has one kernel that stays in cache, but a GPT-2 block's four kernels widen to 28 MB, which do
-not, and the scanned int8 blocks ran at 0.5-0.65x float32. So the blocks stay unrolled.
+What it buys on a CPU, measured: files and resident weights at ~1/4, the logit error of int8
+(about 1% relative RMS), and decoding speed: a product of a few rows (decoding) runs in a small
+C++ kernel (`gptjax.model.int8_matmul`) that widens each int8 weight as it streams past, so a
+step reads int8 bytes. XLA's own CPU dot does not read int8: it widens the kernel first, and in
+a compiled decode loop it hoists that widening out of the loop, which then reads float32 copies
+(as fast as the float model, no faster) held beside the int8 weights. That is still the path
+elsewhere (a GPU, many rows, no C++ compiler). Applying the blocks by a scan over stacked
+kernels is no way round it (`python -m benchmarks.int8_layout`): a scan widens one kernel at a
+time into a reused buffer, which pays when a layer has one kernel, but a GPT-2 block's four
+widen to 28 MB, which does not stay in cache, and scanned int8 blocks ran at 0.5-0.65x float32.
 
 Quantised weights are `Int8Weight` variables, not `nnx.Param`s: a quantised model is served,
 not trained. Its graph and state pass through `nnx.split` / `nnx.merge` like the float model's,
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gptjax.errors import UserError
-from gptjax.model import submodules
+from gptjax.model import int8_matmul, submodules
 from gptjax.model.gpt import GPT, axes, rows_dot_general
 
 MODES = ("none", "int8")
@@ -72,9 +71,11 @@ class Int8Linear(nnx.Module):
         self.bias = linear.bias if linear.use_bias else nnx.data(None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x.astype(self.dtype)
-        y = rows_dot_general(x, self.kernel.get_value().astype(self.dtype), None)
-        y = y * self.scale.get_value().astype(self.dtype)
+        x, q, scale = x.astype(self.dtype), self.kernel.get_value(), self.scale.get_value()
+        if int8_matmul.applies(x):
+            y = int8_matmul.columns(x, q, scale)
+        else:
+            y = rows_dot_general(x, q.astype(self.dtype), None) * scale.astype(self.dtype)
         if self.bias is not None:
             y = y + self.bias.get_value().astype(self.dtype)
         return y
@@ -98,9 +99,11 @@ class Int8Embed(nnx.Module):
         return rows * jnp.take(self.scale.get_value(), idx, axis=0)[..., None].astype(self.dtype)
 
     def attend(self, query: jax.Array) -> jax.Array:
-        q = self.embedding.get_value().astype(self.dtype)
-        y = jax.lax.dot_general(query.astype(self.dtype), q, (((query.ndim - 1,), (1,)), ((), ())))
-        return y * self.scale.get_value().astype(self.dtype)
+        x, q, scale = query.astype(self.dtype), self.embedding.get_value(), self.scale.get_value()
+        if int8_matmul.applies(x):
+            return int8_matmul.rows(x, q, scale)
+        y = jax.lax.dot_general(x, q.astype(self.dtype), (((x.ndim - 1,), (1,)), ((), ())))
+        return y * scale.astype(self.dtype)
 
 
 def quantize_int8(model: GPT, head: bool = True) -> GPT:
