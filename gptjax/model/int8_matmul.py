@@ -13,8 +13,8 @@ and at most `MAX_ROWS` rows (decoding; a prefill or an evaluation of many rows i
 does well after widening).
 
 The library is compiled with the machine's own instruction set into the cache directory (a
-file named after a hash of the source, the flags and jaxlib's version, so each machine builds it
-once and rebuilds it when any of them changes). Without a C++ compiler, or with
+file named after a hash of the source, the flags, jaxlib's version and the CPU's features, so
+each machine builds it once and rebuilds it when any of them changes). Without a C++ compiler, or with
 GPTJAX_INT8_KERNEL=0, the products run in XLA as before: the same numbers, slower.
 """
 
@@ -24,6 +24,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -44,10 +45,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "gptjax" / "kernels"
 
 
+def cpu_features() -> str:
+    """The CPU's instruction-set flags (Linux), or its architecture: a library built for one
+    machine's instruction set must not be loaded on another sharing the same home directory."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line for line in f if line.startswith("flags")), platform.machine())
+    except OSError:
+        return platform.machine()
+
+
 def build(compiler: str) -> Path:
-    """The compiled library, built now if this source, these flags and this jaxlib have none yet."""
+    """The compiled library, built now if this source, these flags, this jaxlib and this CPU have
+    none yet."""
     include = jax.ffi.include_dir()
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((compiler, *FLAGS, include, jax.__version__)).encode())
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(
+        (compiler, *FLAGS, include, jax.__version__, cpu_features())).encode())
     target = cache_dir() / f"int8_matmul-{key.hexdigest()[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
