@@ -8,9 +8,10 @@ a compiled loop of decode-like steps:
 - `GPT-2 blocks`: GPT-2-small's 12 layers of four kernels each (attention c_attn 768 x 2,304
   and c_proj 768 x 768, MLP c_fc 768 x 3,072 and c_proj 3,072 x 768; 85M weights).
 Each stack runs three ways: float32 kernels, one array per kernel (as `gptjax.model.gpt` holds
-them); int8 kernels, one array per kernel, widened inside the product (`--quantize int8`
-today); the same int8 kernels stacked per position in the layer and applied by `jax.lax.scan`
-over layers. It prints milliseconds per step, the bound the float32 read sets (memory bandwidth
+them); int8 kernels, one array per kernel, widened by XLA inside the product; the same int8
+kernels stacked per position in the layer and applied by `jax.lax.scan` over layers. (What
+`--quantize int8` decodes with on a CPU, the kernel of `gptjax.model.int8_matmul`, is timed in
+a whole GPT by `python -m benchmarks.decode --quantize none,int8`.) It prints milliseconds per step, the bound the float32 read sets (memory bandwidth
 measured in the same run by `benchmarks.decode.bandwidth`) and each int8 layout's speed-up.
 
 What it shows on XLA:CPU, whose dot does not read int8: with one array per kernel, the widened
@@ -19,7 +20,8 @@ the decode loop (then float32 is read: as fast as float32, no faster). Inside a 
 iteration widens its kernel into a buffer the next iteration reuses, which stays in cache, so
 with one kernel a layer mostly int8 bytes come from memory (about 2x float32). With a real
 block's four kernels a layer the four widened buffers (28 MB in float32) no longer stay in the
-32 MiB cache beside the weights streaming past, and the gain is gone.
+32 MiB cache beside the weights streaming past, and the gain is gone: why gptjax's int8
+decoding needs a kernel of its own on XLA:CPU.
 """
 
 from __future__ import annotations

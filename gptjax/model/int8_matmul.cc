@@ -14,10 +14,11 @@
 // (gptjax/model/int8_matmul.py); the plain loops below are vectorised by the compiler.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <thread>
 #include <vector>
-
-#include <omp.h>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -25,8 +26,43 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kRowsAtOnce = 4;       // weight rows accumulated per pass over an output row
-constexpr int64_t kColumnsAtOnce = 256;  // columns widened at a time for several input rows
+constexpr int64_t kRowsAtOnce = 4;          // weight rows accumulated per pass over an output row
+constexpr int64_t kColumnsAtOnce = 256;     // columns widened at a time for several input rows
+constexpr int64_t kSplitFrom = int64_t{1} << 18;  // weights from which a product is shared out
+
+// How many parts to share a product of `weights` int8 weights into: one below kSplitFrom (the
+// hand-over would cost more than it saves), else one per thread of XLA's intra-op pool.
+int64_t Parts(ffi::ThreadPool& pool, int64_t weights, int64_t most) {
+  if (weights < kSplitFrom) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), most));
+}
+
+// work(0), ..., work(parts - 1), shared between this thread and XLA's intra-op pool (whose
+// threads are awake while a program runs: no second pool of threads beside them). Parts are
+// claimed from a counter by whichever thread comes first, this one included, so a pool that is
+// busy elsewhere only means this thread does more parts itself: it never waits on a task that
+// has not started. A task that starts after every part is claimed finds none and returns.
+struct Claims {
+  std::atomic<int64_t> next{0}, done{0};
+};
+
+template <typename F>
+void RunClaimed(Claims& claims, int64_t parts, const F& work) {
+  for (int64_t t; (t = claims.next.fetch_add(1, std::memory_order_relaxed)) < parts;) {
+    work(t);
+    claims.done.fetch_add(1, std::memory_order_release);
+  }
+}
+
+template <typename F>
+void Share(ffi::ThreadPool& pool, int64_t parts, const F& work) {
+  auto claims = std::make_shared<Claims>();
+  for (int64_t t = 1; t < parts; ++t) {
+    pool.Schedule([claims, parts, &work] { RunClaimed(*claims, parts, work); });
+  }
+  RunClaimed(*claims, parts, work);
+  while (claims->done.load(std::memory_order_acquire) < parts) std::this_thread::yield();
+}
 
 // out[m, :] += sum over k in [k0, k1) of x[m, k] q[k, :]: weight rows four at a time, read
 // front to back (one stream through memory, which the prefetchers follow). With several input
@@ -76,28 +112,26 @@ void AddRows(const float* __restrict xs, const int8_t* __restrict qs, float* __r
   }
 }
 
-// Each thread takes a contiguous share of q's rows into its own partial sums, added at the end.
-ffi::Error Columns(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> q, ffi::Buffer<ffi::F32> scale,
-                   ffi::ResultBuffer<ffi::F32> y) {
+// Each part takes a contiguous share of q's rows into its own partial sums, added at the end.
+ffi::Error Columns(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> q,
+                   ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> y) {
   const int64_t M = x.dimensions()[0], K = x.dimensions()[1], N = q.dimensions()[1];
   if (q.dimensions()[0] != K || scale.dimensions()[0] != N) {
     return ffi::Error::InvalidArgument("int8 columns: shapes do not match");
   }
   float* out = y->typed_data();
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(),
-                                                                              K / kRowsAtOnce)));
-  std::vector<float> partial((threads - 1) * M * N, 0.0f);
+  const int64_t parts = Parts(pool, K * N, K / kRowsAtOnce);
+  const int64_t share = (K / parts) / kRowsAtOnce * kRowsAtOnce;
+  std::vector<float> partial((parts - 1) * M * N, 0.0f);
   std::fill(out, out + M * N, 0.0f);
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (int t = 0; t < threads; ++t) {
-    const int64_t share = (K / threads) / kRowsAtOnce * kRowsAtOnce;
-    const int64_t k0 = t * share, k1 = t == threads - 1 ? K : k0 + share;
+  Share(pool, parts, [&](int64_t t) {
+    const int64_t k0 = t * share, k1 = t == parts - 1 ? K : k0 + share;
     AddRows(x.typed_data(), q.typed_data(), t == 0 ? out : partial.data() + (t - 1) * M * N, M, K, N, k0, k1);
-  }
+  });
   const float* s = scale.typed_data();
   for (int64_t m = 0; m < M; ++m) {
     float* __restrict o = out + m * N;
-    for (int t = 1; t < threads; ++t) {
+    for (int64_t t = 1; t < parts; ++t) {
       const float* __restrict p = partial.data() + ((t - 1) * M + m) * N;
       for (int64_t n = 0; n < N; ++n) o[n] += p[n];
     }
@@ -106,41 +140,43 @@ ffi::Error Columns(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> q, ffi::Buffer<
   return ffi::Error::Success();
 }
 
-// Output columns (rows of q) are shared out among the threads; with several input rows each
-// row of q is widened once into `wide` and used by every input row.
-ffi::Error Rows(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> q, ffi::Buffer<ffi::F32> scale,
-                ffi::ResultBuffer<ffi::F32> y) {
+// out[:, n0:n1]: each row of q in turn, widened once into `wide` when several input rows use it.
+void DotRows(const float* __restrict xs, const int8_t* __restrict qs, const float* __restrict s,
+             float* __restrict out, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  std::vector<float> wide(M > 1 ? K : 0);
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* __restrict qn = qs + n * K;
+    if (M == 1) {
+      float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+      for (int64_t k = 0; k < K; ++k) total += xs[k] * static_cast<float>(qn[k]);
+      out[n] = total * s[n];
+      continue;
+    }
+    for (int64_t k = 0; k < K; ++k) wide[k] = qn[k];
+    for (int64_t m = 0; m < M; ++m) {
+      const float* __restrict a = xs + m * K;
+      float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+      for (int64_t k = 0; k < K; ++k) total += a[k] * wide[k];
+      out[m * N + n] = total * s[n];
+    }
+  }
+}
+
+// The rows of q (output columns) are shared out in contiguous blocks.
+ffi::Error Rows(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> q,
+                ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> y) {
   const int64_t M = x.dimensions()[0], K = x.dimensions()[1], N = q.dimensions()[0];
   if (q.dimensions()[1] != K || scale.dimensions()[0] != N) {
     return ffi::Error::InvalidArgument("int8 rows: shapes do not match");
   }
-  const float* __restrict xs = x.typed_data();
-  const int8_t* __restrict qs = q.typed_data();
-  const float* __restrict s = scale.typed_data();
-  float* __restrict out = y->typed_data();
-#pragma omp parallel
-  {
-    std::vector<float> wide(M > 1 ? K : 0);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      const int8_t* __restrict qn = qs + n * K;
-      if (M == 1) {
-        float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-        for (int64_t k = 0; k < K; ++k) total += xs[k] * static_cast<float>(qn[k]);
-        out[n] = total * s[n];
-        continue;
-      }
-      for (int64_t k = 0; k < K; ++k) wide[k] = qn[k];
-      for (int64_t m = 0; m < M; ++m) {
-        const float* __restrict a = xs + m * K;
-        float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-        for (int64_t k = 0; k < K; ++k) total += a[k] * wide[k];
-        out[m * N + n] = total * s[n];
-      }
-    }
-  }
+  const int64_t parts = Parts(pool, K * N, N);
+  const int64_t share = (N + parts - 1) / parts;
+  Share(pool, parts, [&](int64_t t) {
+    DotRows(x.typed_data(), q.typed_data(), scale.typed_data(), y->typed_data(), M, K, N, t * share,
+            std::min(N, (t + 1) * share));
+  });
   return ffi::Error::Success();
 }
 
@@ -148,6 +184,7 @@ ffi::Error Rows(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> q, ffi::Buffer<ffi
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GptjaxInt8Columns, Columns,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -155,6 +192,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GptjaxInt8Columns, Columns,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GptjaxInt8Rows, Rows,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

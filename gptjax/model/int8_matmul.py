@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 SOURCE = Path(__file__).with_name("int8_matmul.cc")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 SWITCH = "GPTJAX_INT8_KERNEL"
 MAX_ROWS = 64
 TARGETS = {"gptjax_int8_columns": "GptjaxInt8Columns", "gptjax_int8_rows": "GptjaxInt8Rows"}
