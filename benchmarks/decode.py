@@ -17,9 +17,10 @@ Times are the best of `--repeats` runs after a compile run.
 prints the bytes of weights a decode step reads and the bound they set at batch 1: memory
 bandwidth (a jitted sum over a 256 MiB float32 array, measured at the start of the same run)
 divided by those bytes, times the batch (all rows share one read of the weights), in tokens/s,
-and the fraction of it the cached decoder reaches. On CPU the int8 decode steps run in
-`gptjax.model.int8_matmul`'s kernel, which widens the weights as they stream past; the float32
-KV cache is read as in the float model.
+and the fraction of it the cached decoder reaches. On CPU a decode step's products run in
+`gptjax.model.cpu_matmul`'s kernel (set GPTJAX_CPU_KERNELS=0 to time XLA's instead): int8
+weights widened as they stream past, large float32 matrices read by all of XLA's threads; the
+float32 KV cache is read as in the float model.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ a compiled loop of decode-like steps:
 Each stack runs three ways: float32 kernels, one array per kernel (as `gptjax.model.gpt` holds
 them); int8 kernels, one array per kernel, widened by XLA inside the product; the same int8
 kernels stacked per position in the layer and applied by `jax.lax.scan` over layers. (What
-`--quantize int8` decodes with on a CPU, the kernel of `gptjax.model.int8_matmul`, is timed in
+`--quantize int8` decodes with on a CPU, the kernel of `gptjax.model.cpu_matmul`, is timed in
 a whole GPT by `python -m benchmarks.decode --quantize none,int8`.) It prints milliseconds per step, the bound the float32 read sets (memory bandwidth
 measured in the same run by `benchmarks.decode.bandwidth`) and each int8 layout's speed-up.
 

@@ -12,7 +12,7 @@ from gptjax.data.tokenizers import CharTokenizer
 from gptjax.errors import UserError
 from gptjax.generate.generator import Generator
 from gptjax.generate.settings import GenerationSettings
-from gptjax.model import int8_matmul, lora
+from gptjax.model import cpu_matmul, lora
 from gptjax.model.gpt import GPT, GPTConfig
 from gptjax.model.quantize import Int8Embed, Int8Linear, Int8Weight, quantize, quantize_channels, quantize_int8
 
@@ -102,35 +102,68 @@ def test_refusals():
     assert type(quantize_int8(lora.merge_adapters(adapted)).h[0].attn.c_attn) is Int8Linear
 
 
-def test_the_int8_kernel_builds_here_and_matches_the_xla_products():
-    """CI installs g++, so the kernel must build; its products equal XLA's widened ones for few
+def test_the_cpu_kernels_build_here_and_the_int8_products_match_the_xla_ones():
+    """CI installs g++, so the kernels must build; the int8 products equal XLA's widened ones for few
     rows (1, 3, 8: the paths for one row and for several), widths that are not multiples of the
     kernel's blocks, and leading batch axes, inside a compiled loop too."""
-    assert int8_matmul.unavailable() == ""
+    assert cpu_matmul.unavailable() == ""
     rng = np.random.default_rng(0)
     for rows, k, n in ((1, 64, 48), (3, 70, 300), (8, 259, 5), (1, 514, 1030), (5, 514, 1030)):  # the last two
         # are over the size from which the kernel shares a product among XLA's threads
         x = jnp.asarray(rng.standard_normal((rows, k)), jnp.float32).reshape(1, rows, k)
         q = jnp.asarray(rng.integers(-127, 128, (k, n)), jnp.int8)
         scale = jnp.asarray(rng.random(n), jnp.float32)
-        assert int8_matmul.applies(x)
+        assert cpu_matmul.applies(x)
         want = (np.asarray(x, np.float64) @ np.asarray(q, np.float64)) * np.asarray(scale)
-        got = jax.jit(lambda x: jax.lax.fori_loop(0, 2, lambda i, y: int8_matmul.columns(x, q, scale) + 0 * y,
+        got = jax.jit(lambda x: jax.lax.fori_loop(0, 2, lambda i, y: cpu_matmul.int8_columns(x, q, scale) + 0 * y,
                                                  jnp.zeros((1, rows, n))))(x)
         tolerance = 1e-6 * np.abs(want).max() * np.sqrt(k)  # float32 sums of k terms, against float64
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=tolerance)
         table = jnp.asarray(np.asarray(q).T.copy())  # (vocab, features), as an embedding
-        np.testing.assert_allclose(np.asarray(jax.jit(int8_matmul.rows)(x, table, scale)), want, rtol=0,
+        np.testing.assert_allclose(np.asarray(jax.jit(cpu_matmul.int8_rows)(x, table, scale)), want, rtol=0,
                                    atol=tolerance)
+
+
+def test_the_float32_product_matches_float64_and_has_xla_gradients():
+    """Few rows by a kernel large enough for it (shared among threads), widths off the kernel's
+    blocks, inside a compiled loop; its gradient is XLA's (a small batch may train through it)."""
+    rng = np.random.default_rng(1)
+    for rows, k, n in ((1, 512, 1030), (3, 1027, 515), (8, 770, 2304)):
+        x = jnp.asarray(rng.standard_normal((rows, k)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((k, n)), jnp.float32)
+        assert cpu_matmul.applies_float(x, w)
+        want = np.asarray(x, np.float64) @ np.asarray(w, np.float64)
+        got = jax.jit(lambda x: jax.lax.fori_loop(0, 2, lambda i, y: cpu_matmul.float_columns(x, w) + 0 * y,
+                                                 jnp.zeros((rows, n))))(x)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-6 * np.abs(want).max() * np.sqrt(k))
+    weights = jnp.asarray(rng.standard_normal((rows, n)), jnp.float32)
+    loss = lambda f: lambda x, w: (f(x, w) * weights).sum()  # noqa: E731
+    kernel, xla = (jax.grad(loss(f), (0, 1))(x, w) for f in (cpu_matmul.float_columns, jnp.matmul))
+    for a, b in zip(kernel, xla):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6 * np.abs(b).max() * np.sqrt(n))
+    small = jnp.ones((256, 768), jnp.float32)  # sits in cache: XLA's
+    assert not cpu_matmul.applies_float(x, small) and not cpu_matmul.applies_float(x, w.astype(jnp.bfloat16))
+    assert not cpu_matmul.applies_float(jnp.ones((65, k), jnp.float32), w)  # a prefill: XLA's
+
+
+def test_a_float_model_decodes_the_same_tokens_with_the_kernel_and_without(monkeypatch):
+    tok = CharTokenizer("abcdefgh ijklmnop\nqrstuvwxyz")
+    gpt = model(n_embd=512, n_head=4, n_layer=1, vocab_size=tok.vocab_size)  # c_fc 512 x 2,048: the kernel's
+    assert cpu_matmul.applies_float(jnp.ones((1, 512)), gpt.h[0].mlp.c_fc.kernel.get_value())
+    settings = GenerationSettings(strategy="greedy", max_new_tokens=12)
+    prompts = [np.asarray(tok.encode(p), np.int32) for p in ("abc", "hello there")]
+    with_kernel = [c[0].tokens.tolist() for c in Generator(gpt, tok).generate(prompts, settings)]
+    monkeypatch.setattr(cpu_matmul, "MAX_ROWS", 0)
+    assert with_kernel == [c[0].tokens.tolist() for c in Generator(gpt, tok).generate(prompts, settings)]
 
 
 def test_int8_model_gives_the_same_logits_with_the_kernel_and_without(monkeypatch):
     q8 = quantize_int8(model())
     idx = tokens((2, 5))  # 10 rows: the kernel's
     with_kernel = np.asarray(jax.jit(lambda i: q8(i))(idx))
-    monkeypatch.setattr(int8_matmul, "MAX_ROWS", 0)  # every product through XLA
+    monkeypatch.setattr(cpu_matmul, "MAX_ROWS", 0)  # every product through XLA
     np.testing.assert_allclose(np.asarray(jax.jit(lambda i: q8(i))(idx)), with_kernel, rtol=1e-5, atol=1e-5)
-    assert not int8_matmul.applies(jnp.ones((1, 4))) and not int8_matmul.applies(jnp.ones((1, 4), jnp.bfloat16))
+    assert not cpu_matmul.applies(jnp.ones((1, 4))) and not cpu_matmul.applies(jnp.ones((1, 4), jnp.bfloat16))
 
 
 def test_products_shared_among_threads_run_side_by_side_without_waiting_on_each_other(monkeypatch):
@@ -144,30 +177,30 @@ def test_products_shared_among_threads_run_side_by_side_without_waiting_on_each_
     settings = GenerationSettings(strategy="greedy", max_new_tokens=12)
     prompts = [np.asarray(tok.encode(p), np.int32) for p in ("abc", "hello there")]
     with_kernel = [c[0].tokens.tolist() for c in Generator(q8, tok).generate(prompts, settings)]
-    monkeypatch.setattr(int8_matmul, "MAX_ROWS", 0)
+    monkeypatch.setattr(cpu_matmul, "MAX_ROWS", 0)
     assert with_kernel == [c[0].tokens.tolist() for c in Generator(q8, tok).generate(prompts, settings)]
 
 
 def test_without_a_compiler_the_kernel_is_skipped_with_one_note(monkeypatch, tmp_path, capsys):
-    int8_matmul.unavailable.cache_clear()
-    int8_matmul.warn_once.cache_clear()
+    cpu_matmul.unavailable.cache_clear()
+    cpu_matmul.warn_once.cache_clear()
     try:
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
         monkeypatch.setenv("CXX", "no-such-compiler")
-        assert "no C++ compiler" in int8_matmul.unavailable()
+        assert "no C++ compiler" in cpu_matmul.unavailable()
         x = jnp.ones((2, 64), jnp.float32)
-        assert not int8_matmul.applies(x) and not int8_matmul.applies(x)
-        assert capsys.readouterr().err.count("note: int8 weights are widened by XLA") == 1
-        int8_matmul.unavailable.cache_clear()
+        assert not cpu_matmul.applies(x) and not cpu_matmul.applies(x)
+        assert capsys.readouterr().err.count("note: decoding runs XLA's own matrix products") == 1
+        cpu_matmul.unavailable.cache_clear()
         monkeypatch.setenv("CXX", "false")  # a "compiler" that fails
-        assert int8_matmul.unavailable().startswith("building int8_matmul.cc failed")
-        int8_matmul.unavailable.cache_clear()
+        assert cpu_matmul.unavailable().startswith("building cpu_matmul.cc failed")
+        cpu_matmul.unavailable.cache_clear()
         monkeypatch.delenv("CXX")
-        monkeypatch.setenv(int8_matmul.SWITCH, "0")
-        assert int8_matmul.unavailable() == f"turned off by {int8_matmul.SWITCH}=0"
+        monkeypatch.setenv(cpu_matmul.SWITCH, "0")
+        assert cpu_matmul.unavailable() == f"turned off by {cpu_matmul.SWITCH}=0"
         assert not list(tmp_path.rglob("*.so"))  # nothing was built, no half-written library left
     finally:
-        int8_matmul.unavailable.cache_clear()
-        int8_matmul.warn_once.cache_clear()
+        cpu_matmul.unavailable.cache_clear()
+        cpu_matmul.warn_once.cache_clear()
     monkeypatch.undo()
-    assert int8_matmul.unavailable() == ""  # the real build again (from the cache), for later tests
+    assert cpu_matmul.unavailable() == ""  # the real build again (from the cache), for later tests

@@ -12,7 +12,7 @@ int8 in memory and are widened inside the product, and the scale is applied once
 
 What it buys on a CPU, measured: files and resident weights at ~1/4, the logit error of int8
 (about 1% relative RMS), and decoding speed: a product of a few rows (decoding) runs in a small
-C++ kernel (`gptjax.model.int8_matmul`) that widens each int8 weight as it streams past, so a
+C++ kernel (`gptjax.model.cpu_matmul`) that widens each int8 weight as it streams past, so a
 step reads int8 bytes. XLA's own CPU dot does not read int8: it widens the kernel first, and in
 a compiled decode loop it hoists that widening out of the loop, which then reads float32 copies
 (as fast as the float model, no faster) held beside the int8 weights. That is still the path
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gptjax.errors import UserError
-from gptjax.model import int8_matmul, submodules
+from gptjax.model import cpu_matmul, submodules
 from gptjax.model.gpt import GPT, axes, rows_dot_general
 
 MODES = ("none", "int8")
@@ -72,8 +72,8 @@ class Int8Linear(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x, q, scale = x.astype(self.dtype), self.kernel.get_value(), self.scale.get_value()
-        if int8_matmul.applies(x):
-            y = int8_matmul.columns(x, q, scale)
+        if cpu_matmul.applies(x):
+            y = cpu_matmul.int8_columns(x, q, scale)
         else:
             y = rows_dot_general(x, q.astype(self.dtype), None) * scale.astype(self.dtype)
         if self.bias is not None:
@@ -100,8 +100,8 @@ class Int8Embed(nnx.Module):
 
     def attend(self, query: jax.Array) -> jax.Array:
         x, q, scale = query.astype(self.dtype), self.embedding.get_value(), self.scale.get_value()
-        if int8_matmul.applies(x):
-            return int8_matmul.rows(x, q, scale)
+        if cpu_matmul.applies(x):
+            return cpu_matmul.int8_rows(x, q, scale)
         y = jax.lax.dot_general(x, q.astype(self.dtype), (((x.ndim - 1,), (1,)), ((), ())))
         return y * scale.astype(self.dtype)
 
