@@ -23,7 +23,8 @@ rows is a matmul XLA does well).
 The library is compiled with the machine's own instruction set into the cache directory (a
 file named after a hash of the source, the flags, jaxlib's version and the CPU's features, so
 each machine builds it once and rebuilds it when any of them changes). Without a C++ compiler,
-or with GPTJAX_CPU_KERNELS=0, the products run in XLA as before: the same numbers, slower.
+or with GPTJAX_CPU_KERNELS=0, the products run in XLA as before: the same results (to float32
+rounding: the sums are taken in another order), slower.
 """
 
 from __future__ import annotations
