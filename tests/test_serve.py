@@ -19,8 +19,9 @@ from gptjax.serve.app import create_app
 from gptjax.serve.engine import Engine, Finished, Job, Piece, Sampling
 from live_server import serving, slowed, wait_until
 
-# One compiled shape for every test: 4 rows, prompts padded to the whole context, 32 new tokens.
-SHAPES = dict(max_batch=4, max_tokens=32, shape_floors=(4, 64, 32))
+# One compiled shape for every test: 4 rows, prompts padded to the whole context, and room for
+# 64 new tokens (a batch has room for twice the 32 a request may ask, for others to join it).
+SHAPES = dict(max_batch=4, max_tokens=32, shape_floors=(4, 64, 64))
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Speak"}]}
 
 
@@ -188,6 +189,8 @@ async def decode(e: Engine, requests: list[tuple[str, Sampling]], start_after: i
                 pieces += 1
             elif isinstance(event, Finished):
                 out[i][1] = event.reason
+            else:
+                raise AssertionError(event.message)
 
     if start_after:
         await drain(0, start_after)
@@ -210,15 +213,22 @@ def test_a_rows_key_is_the_seed_folded_with_its_choice_over_the_whole_seed_range
 def test_requests_decoded_together_match_each_alone(model, monkeypatch):
     from gptjax.serve import batch_decode
 
-    live_rows, advance = [], batch_decode.advance
+    live_rows, calls, advance, insert = [], [], batch_decode.advance, batch_decode.insert
 
     def counting(graphdef, params, st, leaving, *args, **kwargs):
         live_rows.append(int(np.sum(~(np.asarray(st.done) | leaving))))
         time.sleep(0.05)  # slow enough for b to join a mid-way
         return advance(graphdef, params, st, leaving, *args, **kwargs)
 
+    def inserting(*args, **kwargs):
+        calls.append("insert")
+        return insert(*args, **kwargs)
+
     monkeypatch.setattr(batch_decode, "advance", counting)
+    monkeypatch.setattr(batch_decode, "insert", inserting)
     e = engine(model, chunk=2)
+    prefill = e.prefill
+    e.prefill = lambda rows: calls.append("prefill") or prefill(rows)
     try:
         a = ("First", Sampling(max_new=24, seed=1))
         b = ("Speak, speak", Sampling(max_new=16, seed=2, temperature=0.7, presence=0.5))
@@ -226,10 +236,38 @@ def test_requests_decoded_together_match_each_alone(model, monkeypatch):
         assert alone[0] != alone[1] and max(live_rows) == 1
         assert asyncio.run(decode(e, [a, b])) == alone
         assert max(live_rows) == 2  # they shared the decode loop
-        live_rows.clear()
+        live_rows.clear(), calls.clear()
         assert asyncio.run(decode(e, [a, b], start_after=2)) == alone  # b joins while a is decoding
         assert live_rows[0] == 1 and max(live_rows) == 2
+        assert calls == ["prefill", "insert"]  # b was prefilled alone into a free row; a was not again
+        live_rows.clear(), calls.clear()
+        e.fit = lambda batch, joining: False  # as when the batch has no room left for b's tokens
+        assert asyncio.run(decode(e, [a, b], start_after=2)) == alone
+        assert calls == ["prefill", "prefill"] and max(live_rows) == 2  # both prefilled again, together
         assert wait_until(lambda: e.stats()["running"] == 0)
+    finally:
+        e.close()
+
+
+def test_a_joining_request_takes_a_free_row_only_where_its_context_and_tokens_fit(model):
+    from types import SimpleNamespace
+
+    e = engine(model)
+    try:
+        # a new request of a 2-token context (padded to 8 cache slots) and 16 tokens to generate
+        joining = [SimpleNamespace(job=SimpleNamespace(sampling=Sampling(max_new=16)), ids=[],
+                                   context=lambda block: np.zeros(2, np.int32))]
+        layout = SimpleNamespace(window=64, new=32, sliding=False)
+        def running(generated: int, index: int, free: int):
+            rows = [None] * free + [SimpleNamespace(finished=False)] * (4 - free)
+            return SimpleNamespace(rows=rows, layout=layout, state=SimpleNamespace(length=64 + generated,
+                                                                                    cache=SimpleNamespace(index=index)))
+        assert e.fit(running(generated=16, index=80, free=1), joining)
+        assert not e.fit(running(generated=16, index=80, free=0), joining)  # no free row
+        assert not e.fit(running(generated=17, index=81, free=1), joining)  # 17 + 16 tokens > room for 32
+        assert not e.fit(running(generated=0, index=7, free=1), joining)    # 7 cache slots before the index
+        assert e.fit(running(generated=0, index=8, free=2), joining * 2)
+        assert not e.fit(running(generated=0, index=8, free=1), joining * 2)
     finally:
         e.close()
 

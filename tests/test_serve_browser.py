@@ -27,7 +27,7 @@ def served(chat_workdir):
 
     model, tokenizer, _ = load_model(chat_workdir)
     e = Engine("tiny", model, tokenizer, max_batch=4, max_tokens=32, chunk=1, overflow="sliding",
-               shape_floors=(4, 64, 32))
+               shape_floors=(4, 64, 64))
     with serving(create_app({"tiny": e})) as url:
         warm = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.8, "top_p": 0.95}
         assert httpx.post(f"{url}/v1/chat/completions", json=warm, timeout=600).status_code == 200  # compile first

@@ -95,8 +95,12 @@ def extend(model, st: DecodeState, layout: Layout) -> DecodeState:
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout"), compiler_options=COMPILER_OPTIONS)
 def start(graphdef, params, prompts: jax.Array, lengths: jax.Array, key: jax.Array, *,
           layout: Layout) -> DecodeState:
-    """Prefill right-aligned prompts (B, layout.prompt) of `lengths` real tokens."""
-    model = nnx.merge(graphdef, params)
+    """Compiled `prefill`."""
+    return prefill(nnx.merge(graphdef, params), prompts, lengths, key, layout)
+
+
+def prefill(model, prompts: jax.Array, lengths: jax.Array, key: jax.Array, layout: Layout) -> DecodeState:
+    """The state after right-aligned prompts (B, layout.prompt) of `lengths` real tokens."""
     B, W, V = layout.batch, layout.window, model.cfg.vocab_size
     tokens = jnp.zeros((B, W + layout.new), jnp.int32).at[:, W - layout.prompt:W].set(prompts)
     real = jnp.arange(layout.prompt)[None, :] >= (layout.prompt - lengths)[:, None]

@@ -37,6 +37,11 @@ def bucket(n: int, floor: int, cap: int | None = None) -> int:
     return size if cap is None else min(size, cap)
 
 
+def prompt_width(longest_prompt: int, window: int) -> int:
+    """The padded width of prompts of at most `longest_prompt` tokens."""
+    return bucket(longest_prompt, MIN_PROMPT_BUCKET, window)
+
+
 def make_layout(batch: int, window: int, longest_prompt: int, max_new_tokens: int, sliding: bool,
                 keep: int) -> Layout:
     """Shapes for prompts of at most `longest_prompt` (<= window) tokens.
@@ -45,7 +50,7 @@ def make_layout(batch: int, window: int, longest_prompt: int, max_new_tokens: in
     window plus room to decode before the next slide; never fewer slots than one run needs,
     so a run that fits the context never slides.
     """
-    prompt = bucket(longest_prompt, MIN_PROMPT_BUCKET, window)
+    prompt = prompt_width(longest_prompt, window)
     new = bucket(max_new_tokens, MIN_NEW_BUCKET)
     cache = prompt + new
     sliding = sliding and cache > window  # else no row can outgrow the window

@@ -444,8 +444,8 @@ class GPT(nnx.Module):
 
     `model(idx)` returns next-token logits (float32) for every position; `model(idx,
     segments=s)` treats each row as packed conversations (see `packed_layout`). Cached decoding
-    passes `decoding=Decoding(cache, positions, kv_mask)` and gets `(logits, cache)` back;
-    see `gptjax.generate.decoder`.
+    passes `decoding=Decoding(cache, positions, kv_mask)` and gets `(logits, cache)` back, the
+    logits (B, 1, V) of the newest position only; see `gptjax.generate.decoder`.
     """
 
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
@@ -468,7 +468,7 @@ class GPT(nnx.Module):
 
     def __call__(self, idx: jax.Array, *, segments: jax.Array | None = None, decoding: Decoding | None = None,
                  train: bool = False, rngs: nnx.Rngs | None = None):
-        """idx (B, T) int -> logits (B, T, V) float32, or (logits, cache) when decoding."""
+        """idx (B, T) int -> logits (B, T, V) float32, or ((B, 1, V) logits, cache) when decoding."""
         B, T = idx.shape
         positions = jnp.broadcast_to(jnp.arange(T), (B, T)) if decoding is None else decoding.positions
         mask = None
@@ -490,9 +490,11 @@ class GPT(nnx.Module):
         for i, block in enumerate(self.h):
             x, cache = run_block(block, x, rotary, None if decoding is None else decoding.layer(i), rngs, mask)
             caches.append(cache)
-        logits = next_token_logits(self, self.ln_f(x, train))
         if decoding is None:
-            return logits
+            return next_token_logits(self, self.ln_f(x, train))
+        # Decoding samples from the newest position only: the head (the largest product of a
+        # small model) is not run on a prefilled prompt's other positions.
+        logits = next_token_logits(self, self.ln_f(x[:, -1:], train))
         return logits, KVCache(tuple(c.k for c in caches), tuple(c.v for c in caches), decoding.cache.index + T)
 
 

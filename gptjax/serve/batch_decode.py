@@ -4,7 +4,9 @@
 suits one caller. A server mixes requests in a batch, and a request must come out the same
 whether it ran alone or beside others, so here each row carries its own key (split every
 step), temperature, top-p, penalties, token budget and stop tokens. Prefill, the KV cache and
-the sliding window are the decoder's own (`decoder.start`, `decoder.extend`).
+the sliding window are the decoder's own (`decoder.start`, `decoder.extend`). A request that
+arrives while a batch runs is prefilled alone and put into a free row (`insert`): the rows
+already decoding are not computed again.
 """
 
 from __future__ import annotations
@@ -81,3 +83,26 @@ def advance(graphdef, params, st: decoder.DecodeState, leaving: jax.Array, knobs
         return (i < steps) & ~jnp.all(s.done)
 
     return jax.lax.while_loop(more, body, (jnp.zeros((), jnp.int32), st))[1]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout"), donate_argnames=("st",),
+                   compiler_options=decoder.COMPILER_OPTIONS)
+def insert(graphdef, params, st: decoder.DecodeState, prompt: jax.Array, length: jax.Array, slot: jax.Array,
+           key: jax.Array, *, layout: Layout) -> decoder.DecodeState:
+    """Put a new request into row `slot` of a running batch without computing any other row again:
+    its context (1, W), right-aligned with length (1,) real tokens, is prefilled alone, and its keys
+    and values fill the W cache slots before the batch's write index (the caller checks that
+    there are W of them, and room for the row's tokens after it)."""
+    width = prompt.shape[1]
+    alone = decoder.prefill(nnx.merge(graphdef, params), prompt, length, key,
+                            Layout(1, layout.window, width, 0, width, layout.keep, False))
+    at = st.cache.index - width
+    put = lambda big, small: jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (slot, 0, at, 0))  # noqa: E731
+    cache = st.cache._replace(k=tuple(map(put, st.cache.k, alone.cache.k)), v=tuple(map(put, st.cache.v, alone.cache.v)))
+    row = lambda whole, value: whole.at[slot].set(value)  # noqa: E731
+    return st._replace(
+        cache=cache, logits=row(st.logits, alone.logits[0]), seen=row(st.seen, alone.seen[0]),
+        tokens=jax.lax.dynamic_update_slice(st.tokens, prompt, (slot, st.length - width)),
+        window_start=row(st.window_start, st.length - length[0]), first_slot=row(st.first_slot, at + width - length[0]),
+        counts=row(st.counts, 0), done=row(st.done, False), end=row(st.end, st.tokens.shape[1]),
+        key=row(st.key, key[0]))

@@ -3,10 +3,13 @@
 Requests wait in a bounded queue; the decode thread takes as many as fit in a batch of rows
 (one row per choice), runs the compiled loop a few tokens at a time, and hands each request
 its text as it is decoded. At every such pause requests still waiting join the batch when
-there is room: the live rows and the new ones are prefilled again together (a row's context
-is its prompt plus what it has generated), so no request waits for a whole batch to end.
-Shapes are bucketed (one row or a full batch, prompt width, token budget), so only a new
-bucket compiles.
+there is room (continuous batching), so no request waits for a whole batch to end: each is
+prefilled alone into a free row. A batch is made with room to decode twice its longest
+budget, so that requests can join it for a while; when a joining request does not fit
+(no room left for its tokens, or a one-row batch), the live rows and the new ones are
+prefilled again together into a new batch (a row's context is its prompt plus what it has
+generated). Shapes are bucketed (one row or a full batch, prompt width, token budget), so
+only a new bucket compiles.
 A row whose client went away, or whose text reached a stop string, is marked done at the
 next pause and leaves the batch.
 """
@@ -32,7 +35,7 @@ from gptjax.generate import decoder
 from gptjax.data.chat_template import ChatTemplate
 from gptjax.generate.generator import Generator
 from gptjax.generate.incremental_text import IncrementalText
-from gptjax.generate.layout import Layout, make_layout
+from gptjax.generate.layout import Layout, make_layout, prompt_width
 from gptjax.serve import batch_decode
 
 
@@ -112,7 +115,8 @@ class Row:
         s = job.sampling
         self.key = row_key(s.seed, choice)
         self.ids: list[int] = []
-        self.offset = 0  # len(ids) when the batch was last prefilled
+        self.start = 0  # the column of the batch's tokens that holds ids[0]
+        self.limit = 0  # the batch's `max_new` for this row: stop when the batch has decoded this many
         self.finished = False
         self.started = not s.strip_leading
         self.text: IncrementalText | None = None
@@ -144,7 +148,7 @@ class Row:
 
 
 class Batch(NamedTuple):
-    rows: list[Row]
+    rows: list[Row | None]  # by row of the arrays; None: a row nobody uses
     state: decoder.DecodeState
     layout: Layout
     plan: batch_decode.RowPlan
@@ -241,13 +245,13 @@ class Engine:
             joining = self.admit(self.max_batch - len(live)) if self.waiting else []
             if joining:
                 rows[:] = live + joining
-                batch = self.prefill(rows)
+                batch = (self.join(batch, joining) if batch is not None and self.fit(batch, joining)
+                         else self.prefill(rows))
             elif not live:
                 return
             self.running = len(live) + len(joining)
-            finished = np.ones(batch.layout.batch, bool)
-            finished[:len(rows)] = [r.finished for r in rows]
-            state = batch_decode.advance(self.generator.graphdef, self.generator.params, batch.state, finished,
+            leaving = np.array([r is None or r.finished for r in batch.rows])
+            state = batch_decode.advance(self.generator.graphdef, self.generator.params, batch.state, leaving,
                                          batch.knobs, self.chunk, layout=batch.layout, plan=batch.plan)
             batch = batch._replace(state=state)
             self.collect(batch)
@@ -261,44 +265,83 @@ class Engine:
         padded = rows + [rows[0]] * (max(least_rows, 1 if len(rows) == 1 else self.max_batch) - len(rows))
         contexts = [r.context(block) for r in padded]
         budgets = [r.job.sampling.max_new - len(r.ids) for r in padded]
+        room = max(budgets) * (1 if len(padded) == 1 else 2)  # a batch that others may join has room for them
         layout = make_layout(len(padded), block, min(block, max(least_prompt, *map(len, contexts))),
-                             max(least_new, *budgets), self.overflow == "sliding", max(1, block // 2))
+                             max(least_new, room), self.overflow == "sliding", max(1, block // 2))
         prompts, lengths = decoder.right_align(contexts, layout.prompt)
         keys = jnp.asarray(np.stack([r.key for r in padded]))
         st = decoder.start(self.generator.graphdef, self.generator.params, jnp.asarray(prompts),
                            jnp.asarray(lengths), keys, layout=layout)
-        vocab = self.generator.cfg.vocab_size
-        counts = np.zeros((len(padded), vocab), np.int32)
-        stop = np.zeros((len(padded), vocab), bool)
-        for b, r in enumerate(padded):
+        counts = np.zeros((len(padded), self.generator.cfg.vocab_size), np.int32)
+        for b, r in enumerate(rows):
             np.add.at(counts[b], np.asarray(r.ids, np.int64), 1)
-            stop[b, list(r.job.sampling.stop_tokens)] = True
-            if r.text is None:
-                r.text = IncrementalText(self.tokenizer, r.job.sampling.stop_strings)
-            r.offset = len(r.ids)
+            self.place(r, layout.window, budgets[b])
         # Placed like the state's own arrays, or each layout's first `advance` compiles twice.
         st = st._replace(counts=jax.device_put(counts, st.counts.sharding),
                          done=jax.device_put(np.arange(len(padded)) >= len(rows), st.done.sharding))
-        samplings = [r.job.sampling for r in padded]
+        return self.batch(rows + [None] * (len(padded) - len(rows)), st, layout)
+
+    def fit(self, batch: Batch, joining: list[Row]) -> bool:
+        """Whether every joining row can take a free row of the running batch: W cache slots
+        before the write index for its context padded to W, and room after it for its tokens."""
+        layout, st = batch.layout, batch.state
+        generated, index = int(st.length) - layout.window, int(st.cache.index)
+        free = sum(r is None or r.finished for r in batch.rows)
+        def fits(row: Row) -> bool:
+            context, budget = len(row.context(self.block_size)), row.job.sampling.max_new - len(row.ids)
+            return (prompt_width(context, layout.window) <= index and generated + budget <= layout.new
+                    and (layout.sliding or context + budget <= layout.window))
+        return free >= len(joining) and all(map(fits, joining))
+
+    def join(self, batch: Batch, joining: list[Row]) -> Batch:
+        """The running batch with each joining row prefilled alone into a free row (see `fit`)."""
+        rows, st, layout = list(batch.rows), batch.state, batch.layout
+        length = int(st.length)
+        for row in joining:
+            slot = next(b for b, r in enumerate(rows) if r is None or r.finished)
+            context = row.context(self.block_size)
+            prompts, lengths = decoder.right_align([context], prompt_width(len(context), layout.window))
+            st = batch_decode.insert(self.generator.graphdef, self.generator.params, st, jnp.asarray(prompts),
+                                     jnp.asarray(lengths), jnp.asarray(slot, jnp.int32), jnp.asarray(row.key[None]),
+                                     layout=layout)
+            rows[slot] = row
+            self.place(row, length, length - layout.window + row.job.sampling.max_new - len(row.ids))
+        return self.batch(rows, st, layout)
+
+    def place(self, row: Row, column: int, limit: int) -> None:
+        """Note where a row's next token lands in its batch, and when the batch stops it."""
+        if row.text is None:
+            row.text = IncrementalText(self.tokenizer, row.job.sampling.stop_strings)
+        row.start, row.limit = column - len(row.ids), limit
+
+    def batch(self, rows: list[Row | None], st: decoder.DecodeState, layout: Layout) -> Batch:
+        """A Batch with the knobs and plan of its rows (a row nobody uses gets neutral knobs)."""
+        unused = Sampling(max_new=0)
+        samplings = [unused if r is None else r.job.sampling for r in rows]
+        stop = np.zeros((len(rows), self.generator.cfg.vocab_size), bool)
+        for b, s in enumerate(samplings):
+            stop[b, list(s.stop_tokens)] = True
         column = lambda f: jnp.asarray([[f(s)] for s in samplings], jnp.float32)  # noqa: E731
         knobs = batch_decode.RowKnobs(column(lambda s: s.temperature), column(lambda s: s.top_p),
                                       column(lambda s: s.frequency), column(lambda s: s.presence),
-                                      jnp.asarray(budgets, jnp.int32), jnp.asarray(stop))
-        plan = batch_decode.RowPlan(top_p=any(s.top_p < 1 and s.temperature > 0 for s in samplings),
-                                    penalties=any(s.frequency != 0 or s.presence != 0 for s in samplings))
+                                      jnp.asarray([0 if r is None else r.limit for r in rows], jnp.int32),
+                                      jnp.asarray(stop))
+        live = [s for r, s in zip(rows, samplings) if r is not None and not r.finished]
+        plan = batch_decode.RowPlan(top_p=any(s.top_p < 1 and s.temperature > 0 for s in live),
+                                    penalties=any(s.frequency != 0 or s.presence != 0 for s in live))
         return Batch(rows, st, layout, plan, knobs)
 
     def collect(self, batch: Batch) -> None:
         """Hand each row's new tokens to its request as text; finish the rows that ended."""
-        st, window = batch.state, batch.layout.window
+        st = batch.state
         tokens, done, end = np.asarray(st.tokens), np.asarray(st.done), np.asarray(st.end)
         keys, length = np.asarray(st.key), int(st.length)
         for b, row in enumerate(batch.rows):
-            row.key = keys[b]
-            if row.finished:
+            if row is None or row.finished:
                 continue
+            row.key = keys[b]
             stops = row.job.sampling.stop_tokens
-            for token in tokens[b, window + len(row.ids) - row.offset:min(int(end[b]), length)]:
+            for token in tokens[b, row.start + len(row.ids):min(int(end[b]), length)]:
                 row.ids.append(int(token))
                 self.generated += 1
                 if int(token) in stops:
