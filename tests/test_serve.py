@@ -16,7 +16,7 @@ from openai.types import Completion as OpenAICompletion
 from openai.types.chat import ChatCompletion as OpenAIChatCompletion, ChatCompletionChunk
 
 from gptjax.serve.app import create_app
-from gptjax.serve.engine import Engine, Finished, Job, Piece, Sampling
+from gptjax.serve.engine import Engine, Failed, Finished, Job, Piece, Sampling
 from live_server import serving, slowed, wait_until
 
 # One compiled shape for every test: 4 rows, prompts padded to the whole context, and room for
@@ -232,17 +232,21 @@ def test_requests_decoded_together_match_each_alone(model, monkeypatch):
     try:
         a = ("First", Sampling(max_new=24, seed=1))
         b = ("Speak, speak", Sampling(max_new=16, seed=2, temperature=0.7, presence=0.5))
-        alone = [asyncio.run(decode(e, [r]))[0] for r in (a, b)]
-        assert alone[0] != alone[1] and max(live_rows) == 1
-        assert asyncio.run(decode(e, [a, b])) == alone
+        c = ("All", Sampling(max_new=12, seed=3, top_p=0.8))
+        alone = [asyncio.run(decode(e, [r]))[0] for r in (a, b, c)]
+        assert len(set(alone)) == 3 and max(live_rows) == 1
+        assert asyncio.run(decode(e, [a, b])) == alone[:2]
         assert max(live_rows) == 2  # they shared the decode loop
+        idle = lambda: wait_until(lambda: e.stats()["running"] == 0)  # noqa: E731 - else a joins the last batch
+        assert idle()
         live_rows.clear(), calls.clear()
-        assert asyncio.run(decode(e, [a, b], start_after=2)) == alone  # b joins while a is decoding
-        assert live_rows[0] == 1 and max(live_rows) == 2
-        assert calls == ["prefill", "insert"]  # b was prefilled alone into a free row; a was not again
+        assert asyncio.run(decode(e, [a, b, c], start_after=2)) == alone  # b and c join while a is decoding
+        assert live_rows[0] == 1 and max(live_rows) == 3
+        assert calls[0] == "prefill" and calls.count("prefill") == 1 and "insert" in calls  # a was not again
+        assert idle()
         live_rows.clear(), calls.clear()
-        e.fit = lambda batch, joining: False  # as when the batch has no room left for b's tokens
-        assert asyncio.run(decode(e, [a, b], start_after=2)) == alone
+        e.slots_to_drop = lambda batch, joining: None  # as when the batch has no room left for b's tokens
+        assert asyncio.run(decode(e, [a, b], start_after=2)) == alone[:2]
         assert calls == ["prefill", "prefill"] and max(live_rows) == 2  # both prefilled again, together
         assert wait_until(lambda: e.stats()["running"] == 0)
     finally:
@@ -257,17 +261,76 @@ def test_a_joining_request_takes_a_free_row_only_where_its_context_and_tokens_fi
         # a new request of a 2-token context (padded to 8 cache slots) and 16 tokens to generate
         joining = [SimpleNamespace(job=SimpleNamespace(sampling=Sampling(max_new=16)), ids=[],
                                    context=lambda block: np.zeros(2, np.int32))]
-        layout = SimpleNamespace(window=64, new=32, sliding=False)
-        def running(generated: int, index: int, free: int):
+        layout = SimpleNamespace(batch=4, window=64, new=32, sliding=False)
+        def running(generated: int, index: int, free: int, first: int = 0):
             rows = [None] * free + [SimpleNamespace(finished=False)] * (4 - free)
-            return SimpleNamespace(rows=rows, layout=layout, state=SimpleNamespace(length=64 + generated,
-                                                                                    cache=SimpleNamespace(index=index)))
-        assert e.fit(running(generated=16, index=80, free=1), joining)
-        assert not e.fit(running(generated=16, index=80, free=0), joining)  # no free row
-        assert not e.fit(running(generated=17, index=81, free=1), joining)  # 17 + 16 tokens > room for 32
-        assert not e.fit(running(generated=0, index=7, free=1), joining)    # 7 cache slots before the index
-        assert e.fit(running(generated=0, index=8, free=2), joining * 2)
-        assert not e.fit(running(generated=0, index=8, free=1), joining * 2)
+            return SimpleNamespace(rows=rows, layout=layout, state=SimpleNamespace(
+                length=64 + generated, cache=SimpleNamespace(index=index), first_slot=np.full(4, first)))
+        drop = e.slots_to_drop
+        assert drop(running(generated=16, index=80, free=1), joining) == 0
+        assert drop(running(generated=16, index=80, free=0), joining) is None  # no free row
+        # 17 + 16 tokens > room for 32: one slot must go, and every live row still sees slot 0
+        assert drop(running(generated=17, index=81, free=1), joining) is None
+        assert drop(running(generated=17, index=81, free=1, first=5), joining) == 1
+        assert drop(running(generated=30, index=94, free=1, first=40), joining) == 14
+        assert drop(running(generated=0, index=7, free=1), joining) is None    # 7 cache slots before the index
+        assert drop(running(generated=0, index=8, free=2), joining * 2) == 0
+        assert drop(running(generated=0, index=8, free=1), joining * 2) is None
+    finally:
+        e.close()
+
+
+def test_a_long_lived_batch_drops_slots_nobody_sees_for_rows_that_join_it(model, monkeypatch):
+    from gptjax.serve import batch_decode
+
+    calls, advance = [], batch_decode.advance
+    for name in ("insert", "drop"):
+        def counting(*args, _name=name, _fn=getattr(batch_decode, name), **kwargs):
+            calls.append(_name)
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(batch_decode, name, counting)
+    monkeypatch.setattr(batch_decode, "advance", lambda *a, **k: time.sleep(0.05) or advance(*a, **k))
+    e = engine(model, chunk=2)
+    prefill = e.prefill
+    e.prefill = lambda rows: calls.append("prefill") or prefill(rows)
+    requests = [("First", Sampling(max_new=32, seed=1)), ("Speak", Sampling(max_new=32, seed=2)),
+                ("All", Sampling(max_new=32, seed=3, temperature=0.5))]
+
+    async def chained() -> list[str]:
+        """Each request is sent once the one before it has streamed 12 pieces (24 tokens)."""
+        queues = [asyncio.Queue() for _ in requests]
+        texts = ["" for _ in requests]
+        async def drain(i: int, pieces: int | None = None):
+            while True:
+                event = await queues[i].get()
+                if isinstance(event, Failed):
+                    raise AssertionError(event.message)
+                if isinstance(event, Finished):
+                    return
+                texts[i] += event.text
+                if pieces is not None and (pieces := pieces - 1) == 0:
+                    return
+        tasks = []
+        for i, (prompt, sampling) in enumerate(requests):
+            e.submit(Job(e.generator.encode(prompt), sampling, queues[i]))
+            if i + 1 < len(requests):
+                await drain(i, 12)
+            tasks.append(asyncio.create_task(drain(i)))
+        await asyncio.gather(*tasks)
+        return texts
+
+    try:
+        alone = []
+        for r in requests:
+            requests_now, requests[:] = list(requests), [r]
+            alone += asyncio.run(chained())
+            requests[:] = requests_now
+        assert wait_until(lambda: e.stats()["running"] == 0)  # the next request starts a batch of its own
+        calls.clear()
+        assert asyncio.run(chained()) == alone
+        # the third joins after 48 tokens, more than its 32 leave room for in 64: the batch drops
+        # the slots before the second request's first, and nobody is prefilled again
+        assert calls == ["prefill", "insert", "drop", "insert"]
     finally:
         e.close()
 

@@ -5,8 +5,9 @@ suits one caller. A server mixes requests in a batch, and a request must come ou
 whether it ran alone or beside others, so here each row carries its own key (split every
 step), temperature, top-p, penalties, token budget and stop tokens. Prefill, the KV cache and
 the sliding window are the decoder's own (`decoder.start`, `decoder.extend`). A request that
-arrives while a batch runs is prefilled alone and put into a free row (`insert`): the rows
-already decoding are not computed again.
+arrives while a batch runs is prefilled (with any others arriving with it) into a free row
+(`insert`): the rows already decoding are not computed again, and when the batch needs room
+for it, the cache slots that no live row sees any more are dropped (`drop`).
 """
 
 from __future__ import annotations
@@ -87,22 +88,40 @@ def advance(graphdef, params, st: decoder.DecodeState, leaving: jax.Array, knobs
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout"), donate_argnames=("st",),
                    compiler_options=decoder.COMPILER_OPTIONS)
-def insert(graphdef, params, st: decoder.DecodeState, prompt: jax.Array, length: jax.Array, slot: jax.Array,
-           key: jax.Array, *, layout: Layout) -> decoder.DecodeState:
-    """Put a new request into row `slot` of a running batch without computing any other row again:
-    its context (1, W), right-aligned with length (1,) real tokens, is prefilled alone, and its keys
-    and values fill the W cache slots before the batch's write index (the caller checks that
-    there are W of them, and room for the row's tokens after it)."""
-    width = prompt.shape[1]
-    alone = decoder.prefill(nnx.merge(graphdef, params), prompt, length, key,
-                            Layout(1, layout.window, width, 0, width, layout.keep, False))
+def insert(graphdef, params, st: decoder.DecodeState, prompts: jax.Array, lengths: jax.Array, slots: jax.Array,
+           keys: jax.Array, *, layout: Layout) -> decoder.DecodeState:
+    """Put new requests into rows `slots` (J,) of a running batch without computing any other row
+    again: their contexts (J, W), right-aligned with lengths (J,) real tokens, are prefilled
+    together, and each one's keys and values fill the W cache slots before the batch's write
+    index (the caller checks that there are W of them, and room for the rows' tokens after it).
+    A slot given twice must come with the same request both times."""
+    joining, width = prompts.shape
+    new = decoder.prefill(nnx.merge(graphdef, params), prompts, lengths, keys,
+                          Layout(joining, layout.window, width, 0, width, layout.keep, False))
     at = st.cache.index - width
-    put = lambda big, small: jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (slot, 0, at, 0))  # noqa: E731
-    cache = st.cache._replace(k=tuple(map(put, st.cache.k, alone.cache.k)), v=tuple(map(put, st.cache.v, alone.cache.v)))
-    row = lambda whole, value: whole.at[slot].set(value)  # noqa: E731
+    k, v, tokens = list(st.cache.k), list(st.cache.v), st.tokens
+    for j in range(joining):
+        put = lambda big, small: jax.lax.dynamic_update_slice(  # noqa: E731
+            big, small[j:j + 1].astype(big.dtype), (slots[j], 0, at, 0))
+        k, v = list(map(put, k, new.cache.k)), list(map(put, v, new.cache.v))
+        tokens = jax.lax.dynamic_update_slice(tokens, prompts[j:j + 1], (slots[j], st.length - width))
+    rows = lambda whole, values: whole.at[slots].set(values)  # noqa: E731
     return st._replace(
-        cache=cache, logits=row(st.logits, alone.logits[0]), seen=row(st.seen, alone.seen[0]),
-        tokens=jax.lax.dynamic_update_slice(st.tokens, prompt, (slot, st.length - width)),
-        window_start=row(st.window_start, st.length - length[0]), first_slot=row(st.first_slot, at + width - length[0]),
-        counts=row(st.counts, 0), done=row(st.done, False), end=row(st.end, st.tokens.shape[1]),
-        key=row(st.key, key[0]))
+        cache=st.cache._replace(k=tuple(k), v=tuple(v)), tokens=tokens, logits=rows(st.logits, new.logits),
+        seen=rows(st.seen, new.seen), window_start=rows(st.window_start, st.length - lengths),
+        first_slot=rows(st.first_slot, at + width - lengths), counts=rows(st.counts, 0), done=rows(st.done, False),
+        end=rows(st.end, st.tokens.shape[1]), key=rows(st.key, keys))
+
+
+@functools.partial(jax.jit, donate_argnames=("st",), compiler_options=decoder.COMPILER_OPTIONS)
+def drop(st: decoder.DecodeState, slots: jax.Array) -> decoder.DecodeState:
+    """The batch without its first `slots` cache slots and token columns, which no live row needs
+    (the caller checks: no more than the tokens decoded since the batch began, and no more than
+    any live row's first slot), so that it has room for rows that join it. Every row's slots and
+    columns move left together; only data moves, nothing is computed again."""
+    left = lambda a, axis: jnp.roll(a, -slots, axis)  # noqa: E731 - what wraps round lies past the index, unread
+    cache = st.cache._replace(k=tuple(left(k, 2) for k in st.cache.k), v=tuple(left(v, 2) for v in st.cache.v),
+                              index=st.cache.index - slots)
+    return st._replace(cache=cache, tokens=left(st.tokens, 1), length=st.length - slots,
+                       window_start=st.window_start - slots, first_slot=jnp.maximum(st.first_slot - slots, 0),
+                       end=jnp.where(st.done, st.end - slots, st.end))

@@ -3,13 +3,13 @@
 Requests wait in a bounded queue; the decode thread takes as many as fit in a batch of rows
 (one row per choice), runs the compiled loop a few tokens at a time, and hands each request
 its text as it is decoded. At every such pause requests still waiting join the batch when
-there is room (continuous batching), so no request waits for a whole batch to end: each is
-prefilled alone into a free row. A batch is made with room to decode twice its longest
-budget, so that requests can join it for a while; when a joining request does not fit
-(no room left for its tokens, or a one-row batch), the live rows and the new ones are
-prefilled again together into a new batch (a row's context is its prompt plus what it has
-generated). Shapes are bucketed (one row or a full batch, prompt width, token budget), so
-only a new bucket compiles.
+there is room (continuous batching), so no request waits for a whole batch to end: the
+joining requests are prefilled together into free rows, the others keep their cache. A batch is made with room to decode twice its longest
+budget; when a joining request needs more room for its tokens, the batch drops the leading
+cache slots that no live row sees any more. Only a request that does not fit even so (or
+joins a one-row batch) makes the live rows and the new ones be prefilled again together into
+a new batch (a row's context is its prompt plus what it has generated). Shapes are bucketed
+(one row or a full batch, prompt width, token budget), so only a new bucket compiles.
 A row whose client went away, or whose text reached a stop string, is marked done at the
 next pause and leaves the batch.
 """
@@ -35,7 +35,7 @@ from gptjax.generate import decoder
 from gptjax.data.chat_template import ChatTemplate
 from gptjax.generate.generator import Generator
 from gptjax.generate.incremental_text import IncrementalText
-from gptjax.generate.layout import Layout, make_layout, prompt_width
+from gptjax.generate.layout import Layout, bucket, make_layout, prompt_width
 from gptjax.serve import batch_decode
 
 
@@ -245,8 +245,8 @@ class Engine:
             joining = self.admit(self.max_batch - len(live)) if self.waiting else []
             if joining:
                 rows[:] = live + joining
-                batch = (self.join(batch, joining) if batch is not None and self.fit(batch, joining)
-                         else self.prefill(rows))
+                slots = None if batch is None else self.slots_to_drop(batch, joining)
+                batch = self.prefill(rows) if slots is None else self.join(batch, joining, slots)
             elif not live:
                 return
             self.running = len(live) + len(joining)
@@ -281,29 +281,46 @@ class Engine:
                          done=jax.device_put(np.arange(len(padded)) >= len(rows), st.done.sharding))
         return self.batch(rows + [None] * (len(padded) - len(rows)), st, layout)
 
-    def fit(self, batch: Batch, joining: list[Row]) -> bool:
-        """Whether every joining row can take a free row of the running batch: W cache slots
-        before the write index for its context padded to W, and room after it for its tokens."""
+    def slots_to_drop(self, batch: Batch, joining: list[Row]) -> int | None:
+        """How many leading cache slots the running batch must drop for every joining row to take
+        a free row of it, or None if they cannot: a row needs W slots before the write index for
+        its context padded to W, and room after it for its tokens; the slots that can be dropped
+        are those before every live row's first, among the ones decoded since the batch began."""
         layout, st = batch.layout, batch.state
+        live = [b for b, r in enumerate(batch.rows) if r is not None and not r.finished]
+        if layout.batch - len(live) < len(joining):
+            return None
         generated, index = int(st.length) - layout.window, int(st.cache.index)
-        free = sum(r is None or r.finished for r in batch.rows)
-        def fits(row: Row) -> bool:
-            context, budget = len(row.context(self.block_size)), row.job.sampling.max_new - len(row.ids)
-            return (prompt_width(context, layout.window) <= index and generated + budget <= layout.new
-                    and (layout.sliding or context + budget <= layout.window))
-        return free >= len(joining) and all(map(fits, joining))
+        droppable = min([generated, *np.asarray(st.first_slot)[live]])
+        contexts = [len(r.context(self.block_size)) for r in joining]
+        budgets = [r.job.sampling.max_new - len(r.ids) for r in joining]
+        slots = max(0, generated + max(budgets) - layout.new)
+        fits = (slots <= droppable and max(prompt_width(c, layout.window) for c in contexts) <= index - slots
+                and (layout.sliding or all(c + b <= layout.window for c, b in zip(contexts, budgets))))
+        return slots if fits else None
 
-    def join(self, batch: Batch, joining: list[Row]) -> Batch:
-        """The running batch with each joining row prefilled alone into a free row (see `fit`)."""
+    def join(self, batch: Batch, joining: list[Row], slots: int) -> Batch:
+        """The running batch, its first `slots` cache slots dropped, with the joining rows prefilled
+        into free rows (see `slots_to_drop`)."""
         rows, st, layout = list(batch.rows), batch.state, batch.layout
-        length = int(st.length)
-        for row in joining:
-            slot = next(b for b, r in enumerate(rows) if r is None or r.finished)
-            context = row.context(self.block_size)
-            prompts, lengths = decoder.right_align([context], prompt_width(len(context), layout.window))
-            st = batch_decode.insert(self.generator.graphdef, self.generator.params, st, jnp.asarray(prompts),
-                                     jnp.asarray(lengths), jnp.asarray(slot, jnp.int32), jnp.asarray(row.key[None]),
-                                     layout=layout)
+        if slots:
+            st = batch_decode.drop(st, jnp.asarray(slots, jnp.int32))
+            for row in rows:
+                if row is not None:
+                    row.start, row.limit = row.start - slots, row.limit - slots
+        length, free = int(st.length), [b for b, r in enumerate(rows) if r is None or r.finished]
+        contexts = [r.context(self.block_size) for r in joining]
+        prompts, lengths = decoder.right_align(contexts, prompt_width(max(map(len, contexts)), layout.window))
+        targets, keys = free[:len(joining)], np.stack([r.key for r in joining])
+        # Joining rows are prefilled together, their count padded to a power of two (few shapes to
+        # compile) by repeating the first, which writes the same values to the same row again.
+        pad = [0] * (bucket(len(joining), 1, layout.batch) - len(joining))
+        st = batch_decode.insert(self.generator.graphdef, self.generator.params, st,
+                                 jnp.asarray(np.concatenate([prompts, prompts[pad]])),
+                                 jnp.asarray(np.concatenate([lengths, lengths[pad]])),
+                                 jnp.asarray(targets + [targets[0]] * len(pad), jnp.int32),
+                                 jnp.asarray(np.concatenate([keys, keys[pad]])), layout=layout)
+        for slot, row in zip(targets, joining):
             rows[slot] = row
             self.place(row, length, length - layout.window + row.job.sampling.max_new - len(row.ids))
         return self.batch(rows, st, layout)
