@@ -4,12 +4,13 @@ Requests wait in a bounded queue; the decode thread takes as many as fit in a ba
 (one row per choice), runs the compiled loop a few tokens at a time, and hands each request
 its text as it is decoded. At every such pause requests still waiting join the batch when
 there is room (continuous batching), so no request waits for a whole batch to end: the
-joining requests are prefilled together into free rows, the others keep their cache. A batch is made with room to decode twice its longest
-budget; when a joining request needs more room for its tokens, the batch drops the leading
-cache slots that no live row sees any more. Only a request that does not fit even so (or
-joins a one-row batch) makes the live rows and the new ones be prefilled again together into
-a new batch (a row's context is its prompt plus what it has generated). Shapes are bucketed
-(one row or a full batch, prompt width, token budget), so only a new bucket compiles.
+joining requests are prefilled together into free rows, and the others keep their cache. A
+batch is made with room to decode twice its longest budget; when a joining request needs more
+room for its tokens, the batch drops the leading cache slots that no live row sees any more.
+Only a request that does not fit even so (or joins a one-row batch) makes the live rows and
+the new ones be prefilled again together into a new batch (a row's context is its prompt plus
+what it has generated). Shapes are bucketed (one row or a full batch, prompt width, token
+budget, count of joining rows), so only a new bucket compiles.
 A row whose client went away, or whose text reached a stop string, is marked done at the
 next pause and leaves the batch.
 """
