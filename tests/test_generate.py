@@ -177,6 +177,25 @@ def test_sampling_depends_on_seed_only():
     assert [c.tokens.tolist() for c in first] != [c.tokens.tolist() for c in other]
 
 
+def test_the_compiled_loops_do_not_hash_the_whole_model_on_every_call(monkeypatch):
+    """jax hashes a static argument on every call; the model's GraphDef is hashed once, when the
+    Generator is made, and generation gives the same tokens as with the GraphDef itself."""
+    model, tokenizer = random_gpt(), LetterTokenizer(11)
+    gen = Generator(model, tokenizer)
+    assert hash(gen.graphdef) == hash(nnx.split(model)[0])
+    hashed = []
+    monkeypatch.setattr(nnx.GraphDef, "__hash__", lambda self: hashed.append(self) or 0)
+    settings = dataclasses.replace(WITHIN, strategy="sample", num_samples=2)
+    first = gen.generate([np.array([1, 2])], settings)[0]
+    again = gen.generate([np.array([1, 2])], settings)[0]
+    assert hashed == []
+    monkeypatch.undo()
+    plain = Generator(model, tokenizer)
+    plain.graphdef = nnx.split(model)[0]
+    assert [c.tokens.tolist() for c in first] == [c.tokens.tolist() for c in again] == \
+        [c.tokens.tolist() for c in plain.generate([np.array([1, 2])], settings)[0]]
+
+
 def test_penalties_and_truncation_on_logits():
     logits = jnp.array([[2.0, -1.0, 0.5]])
     seen = jnp.array([[True, True, False]])

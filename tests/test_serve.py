@@ -264,8 +264,8 @@ def test_a_joining_request_takes_a_free_row_only_where_its_context_and_tokens_fi
         layout = SimpleNamespace(batch=4, window=64, new=32, sliding=False)
         def running(generated: int, index: int, free: int, first: int = 0):
             rows = [None] * free + [SimpleNamespace(finished=False)] * (4 - free)
-            return SimpleNamespace(rows=rows, layout=layout, state=SimpleNamespace(
-                length=64 + generated, cache=SimpleNamespace(index=index), first_slot=np.full(4, first)))
+            return SimpleNamespace(rows=rows, layout=layout, host=SimpleNamespace(
+                length=64 + generated, index=index, first_slot=np.full(4, first)))
         drop = e.slots_to_drop
         assert drop(running(generated=16, index=80, free=1), joining) == 0
         assert drop(running(generated=16, index=80, free=0), joining) is None  # no free row

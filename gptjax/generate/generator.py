@@ -7,6 +7,7 @@ The compiled loops are in `decoder` (greedy and sampling) and `beam_search`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Iterator, NamedTuple, Sequence
 
@@ -37,6 +38,21 @@ class Completion(NamedTuple):
     score: float | None = None  # beam search: length-penalised log-probability
 
 
+class HashedGraphDef(nnx.GraphDef):
+    """A model's GraphDef that is hashed once. The compiled loops take the GraphDef as a static
+    argument, which jax hashes on every call, and hashing a GraphDef walks the whole model:
+    0.16 ms a call for the one-layer default model, 1.9 ms for GPT-2 small."""
+
+    __slots__ = ("digest",)
+
+    def __init__(self, graphdef: nnx.GraphDef):
+        super().__init__(*(getattr(graphdef, f.name) for f in dataclasses.fields(graphdef)))
+        object.__setattr__(self, "digest", hash(graphdef))
+
+    def __hash__(self) -> int:
+        return self.digest
+
+
 class Generator:
     """A trained GPT and its tokenizer, ready to decode with any strategy."""
 
@@ -44,7 +60,8 @@ class Generator:
         if not isinstance(model, GPT):
             raise UserError(f"generation needs a GPT model (it decodes with a KV cache); "
                             f"this workdir holds a {type(model).__name__}")
-        self.graphdef, self.params = nnx.split(model)
+        graphdef, self.params = nnx.split(model)
+        self.graphdef = HashedGraphDef(graphdef)
         self.cfg = model.cfg
         self.tokenizer = tokenizer
         self.batch_size = batch_size

@@ -148,12 +148,31 @@ class Row:
         self.job.emit(Finished(self.choice, reason, len(self.ids)))
 
 
+class Snapshot(NamedTuple):
+    """What the host reads of a batch's state after each call of the loop, fetched together."""
+
+    tokens: np.ndarray
+    done: np.ndarray
+    end: np.ndarray
+    key: np.ndarray
+    length: int
+    index: int  # the cache's write index
+    first_slot: np.ndarray
+
+    @classmethod
+    def of(cls, st: decoder.DecodeState) -> "Snapshot":
+        tokens, done, end, key, length, index, first = jax.device_get(
+            (st.tokens, st.done, st.end, st.key, st.length, st.cache.index, st.first_slot))
+        return cls(tokens, done, end, key, int(length), int(index), first)
+
+
 class Batch(NamedTuple):
     rows: list[Row | None]  # by row of the arrays; None: a row nobody uses
     state: decoder.DecodeState
     layout: Layout
     plan: batch_decode.RowPlan
     knobs: batch_decode.RowKnobs
+    host: Snapshot | None = None  # of `state`, once the loop has run on it
 
 
 class Engine:
@@ -254,7 +273,7 @@ class Engine:
             leaving = np.array([r is None or r.finished for r in batch.rows])
             state = batch_decode.advance(self.generator.graphdef, self.generator.params, batch.state, leaving,
                                          batch.knobs, self.chunk, layout=batch.layout, plan=batch.plan)
-            batch = batch._replace(state=state)
+            batch = batch._replace(state=state, host=Snapshot.of(state))
             self.collect(batch)
 
     def prefill(self, rows: list[Row]) -> Batch:
@@ -287,12 +306,12 @@ class Engine:
         a free row of it, or None if they cannot: a row needs W slots before the write index for
         its context padded to W, and room after it for its tokens; the slots that can be dropped
         are those before every live row's first, among the ones decoded since the batch began."""
-        layout, st = batch.layout, batch.state
+        layout, host = batch.layout, batch.host
         live = [b for b, r in enumerate(batch.rows) if r is not None and not r.finished]
         if layout.batch - len(live) < len(joining):
             return None
-        generated, index = int(st.length) - layout.window, int(st.cache.index)
-        droppable = min([generated, *np.asarray(st.first_slot)[live]])
+        generated, index = host.length - layout.window, host.index
+        droppable = min([generated, *host.first_slot[live]])
         contexts = [len(r.context(self.block_size)) for r in joining]
         budgets = [r.job.sampling.max_new - len(r.ids) for r in joining]
         slots = max(0, generated + max(budgets) - layout.new)
@@ -309,7 +328,7 @@ class Engine:
             for row in rows:
                 if row is not None:
                     row.start, row.limit = row.start - slots, row.limit - slots
-        length, free = int(st.length), [b for b, r in enumerate(rows) if r is None or r.finished]
+        length, free = batch.host.length - slots, [b for b, r in enumerate(rows) if r is None or r.finished]
         contexts = [r.context(self.block_size) for r in joining]
         prompts, lengths = decoder.right_align(contexts, prompt_width(max(map(len, contexts)), layout.window))
         targets, keys = free[:len(joining)], np.stack([r.key for r in joining])
@@ -339,11 +358,11 @@ class Engine:
         stop = np.zeros((len(rows), self.generator.cfg.vocab_size), bool)
         for b, s in enumerate(samplings):
             stop[b, list(s.stop_tokens)] = True
-        column = lambda f: jnp.asarray([[f(s)] for s in samplings], jnp.float32)  # noqa: E731
-        knobs = batch_decode.RowKnobs(column(lambda s: s.temperature), column(lambda s: s.top_p),
-                                      column(lambda s: s.frequency), column(lambda s: s.presence),
-                                      jnp.asarray([0 if r is None else r.limit for r in rows], jnp.int32),
-                                      jnp.asarray(stop))
+        values = np.array([[s.temperature, s.top_p, s.frequency, s.presence] for s in samplings], np.float32)
+        limits = np.array([0 if r is None else r.limit for r in rows], np.int32)
+        # Built on the host and sent in one transfer: an array made on the device per knob costs
+        # a dispatch each, on the thread that decodes.
+        knobs = jax.device_put(batch_decode.RowKnobs(*np.split(values, 4, axis=1), limits, stop))
         live = [s for r, s in zip(rows, samplings) if r is not None and not r.finished]
         plan = batch_decode.RowPlan(top_p=any(s.top_p < 1 and s.temperature > 0 for s in live),
                                     penalties=any(s.frequency != 0 or s.presence != 0 for s in live))
@@ -351,13 +370,12 @@ class Engine:
 
     def collect(self, batch: Batch) -> None:
         """Hand each row's new tokens to its request as text; finish the rows that ended."""
-        st = batch.state
-        tokens, done, end = np.asarray(st.tokens), np.asarray(st.done), np.asarray(st.end)
-        keys, length = np.asarray(st.key), int(st.length)
+        seen = batch.host
+        tokens, done, end, length = seen.tokens, seen.done, seen.end, seen.length
         for b, row in enumerate(batch.rows):
             if row is None or row.finished:
                 continue
-            row.key = keys[b]
+            row.key = seen.key[b]
             stops = row.job.sampling.stop_tokens
             for token in tokens[b, row.start + len(row.ids):min(int(end[b]), length)]:
                 row.ids.append(int(token))
