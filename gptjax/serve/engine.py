@@ -370,12 +370,12 @@ class Engine:
 
     def collect(self, batch: Batch) -> None:
         """Hand each row's new tokens to its request as text; finish the rows that ended."""
-        seen = batch.host
-        tokens, done, end, length = seen.tokens, seen.done, seen.end, seen.length
+        host = batch.host
+        tokens, done, end, length = host.tokens, host.done, host.end, host.length
         for b, row in enumerate(batch.rows):
             if row is None or row.finished:
                 continue
-            row.key = seen.key[b]
+            row.key = host.key[b]
             stops = row.job.sampling.stop_tokens
             for token in tokens[b, row.start + len(row.ids):min(int(end[b]), length)]:
                 row.ids.append(int(token))
