@@ -231,6 +231,19 @@ def test_draw_samples_the_softmax_and_never_a_masked_id():
     assert np.asarray(logits_lib.draw(jax.random.key(1), batch))[1] == 0
 
 
+def test_draw_finds_ids_in_every_block():
+    from scipy import stats
+
+    probs = np.zeros(200)  # four blocks of ids, the last one partly padding
+    probs[[3, 63, 64, 130, 199]] = [0.1, 0.2, 0.3, 0.15, 0.25]
+    n = 20000
+    ids = np.asarray(jax.vmap(lambda k: logits_lib.draw(k, jnp.log(jnp.asarray(probs))))(
+        jax.random.split(jax.random.key(2), n)))
+    counts = np.bincount(ids, minlength=200)
+    assert counts.sum() == counts[[3, 63, 64, 130, 199]].sum()
+    assert stats.chisquare(counts[[3, 63, 64, 130, 199]], n * probs[[3, 63, 64, 130, 199]]).pvalue > 1e-3
+
+
 def test_first_max_and_cumulative_sum_equal_the_numpy_reductions():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 2, 200)).astype(np.float32)  # 200 ids: not a whole number of blocks

@@ -88,14 +88,31 @@ def draw(key: jax.Array, logits: jax.Array) -> jax.Array:
     One uniform number per row, located in the cumulative distribution. `jax.random.categorical`
     draws a Gumbel number for every id instead, and on a CPU those random bits cost more than a
     small model's whole decode step: 120 us against 3 us for 2,048 ids, 3.7 ms against 22 us
-    for GPT-2's 50,257 (batch 1).
+    for GPT-2's 50,257 (batch 1). The number is located in two stages, among the running totals
+    of blocks of `BLOCK` ids and then within its block, so that no cumulative sum over every id
+    is made. A draw in a compiled loop, against the one sum over all ids: 5.6 against 20 us for
+    one row of 2,048 ids, 17 against 48 for 8 rows, 32 against 188 for one row of 50,257, 190
+    against 1,017 for 8 rows; a batch-8 decode call of the main job's model (8 steps) 3.5
+    against 4.7 ms.
     """
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    cdf = cumulative_sum(probs)
-    u = jax.random.uniform(key, logits.shape[:-1] + (1,)) * cdf[..., -1:]
-    # u rounded up to the total would pass every id: stop at the last id of nonzero probability.
-    last = jnp.max(jnp.where(probs > 0, jnp.arange(logits.shape[-1]), 0), axis=-1)
-    return jnp.minimum(jnp.sum(cdf <= u, axis=-1), last).astype(jnp.int32)
+    x = logits.astype(jnp.float32)
+    weights = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+    blocks = in_blocks(weights)                          # (..., blocks, BLOCK)
+    sums = jnp.sum(blocks, axis=-1)
+    totals = jnp.cumsum(sums, axis=-1)
+    u = jax.random.uniform(key, logits.shape[:-1] + (1,)) * totals[..., -1:]
+    # u rounded up to the total would pass every id: stop at the last block, and the last id in
+    # it, of nonzero weight.
+    block = jnp.minimum(jnp.sum(totals <= u, axis=-1), last_nonzero(sums))
+    within = jnp.take_along_axis(blocks, block[..., None, None], axis=-2)[..., 0, :]
+    before = jnp.take_along_axis(totals - sums, block[..., None], axis=-1)
+    at = jnp.minimum(jnp.sum(before + jnp.cumsum(within, axis=-1) <= u, axis=-1), last_nonzero(within))
+    return (block * BLOCK + at).astype(jnp.int32)
+
+
+def last_nonzero(x: jax.Array) -> jax.Array:
+    """The last index along the last axis holding a value above zero (0 if none)."""
+    return jnp.max(jnp.where(x > 0, jnp.arange(x.shape[-1]), 0), axis=-1)
 
 
 def first_max(x: jax.Array) -> jax.Array:
@@ -108,16 +125,20 @@ def first_max(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(x == top, ids, x.shape[-1] - 1), axis=-1).astype(jnp.int32)
 
 
-BLOCK = 64  # ids per block of `cumulative_sum`
+BLOCK = 64  # ids per block of `cumulative_sum` and `draw`
+
+
+def in_blocks(x: jax.Array) -> jax.Array:
+    """(..., n) -> (..., ceil(n / BLOCK), BLOCK), padded with zeros."""
+    *lead, n = x.shape
+    return jnp.pad(x, [(0, 0)] * len(lead) + [(0, -n % BLOCK)]).reshape(*lead, -1, BLOCK)
 
 
 def cumulative_sum(x: jax.Array) -> jax.Array:
     """`jnp.cumsum(x, -1)` in blocks: within a block by a product with a triangular matrix, then
     the blocks' running totals added. XLA's CPU cumsum (a reduce-window) takes 2-3x as long:
     58 against 26 us for 8 rows of 2,048, 1.2 against 0.45 ms for 8 rows of 50,257."""
-    *lead, n = x.shape
-    pad = -n % BLOCK
-    blocks = jnp.pad(x, [(0, 0)] * len(lead) + [(0, pad)]).reshape(*lead, -1, BLOCK)
-    within = blocks @ jnp.triu(jnp.ones((BLOCK, BLOCK), x.dtype))
+    n = x.shape[-1]
+    within = in_blocks(x) @ jnp.triu(jnp.ones((BLOCK, BLOCK), x.dtype))
     totals = jnp.cumsum(within[..., -1], axis=-1) - within[..., -1]
-    return (within + totals[..., None]).reshape(*lead, n + pad)[..., :n]
+    return (within + totals[..., None]).reshape(*x.shape[:-1], -1)[..., :n]
