@@ -360,8 +360,10 @@ def test_a_client_that_disconnects_stops_its_generation(live, monkeypatch):
 
 
 def post_ok(http: httpx.Client) -> bool:
+    """A request is served to its end (the chat model may end its reply before 4 tokens)."""
     r = http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
-    return r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+    return r.status_code == 200 and 1 <= r.json()["usage"]["completion_tokens"] <= 4 \
+        and r.json()["choices"][0]["finish_reason"] in ("stop", "length")
 
 
 def test_the_openai_client_round_trip(live):
