@@ -9,9 +9,11 @@ chat completion; a round prints requests completed, errors (bar: 0), time to fir
 p50/p99, total generated tokens/s, and the server's peak RSS (bar: no growth from round 1 to
 round 2). Then 1 client and 8 clients each send `--sequential` requests one after another,
 `--pairs` times in turn, and the ratio of their median total tokens/s is printed beside the
-target of 4x and beside two limits measured in the same run: the compiled decode loop alone
-(no server), sampling 8 rows against 1 (a model small enough that one row's step is
-compute-bound gains little from 8 rows, and no server can beat its decode loop), and the
+target of 4x and beside two limits measured in the same run: the server's compiled decode loop
+alone (no engine around it), on the batches of 1 and of 8 rows that these requests make (a model
+small enough that one row's step is compute-bound gains little from 8 rows, and no server can
+beat its decode loop), printed with the flop/s its 8-row steps reach, the flop/s they would need
+for 4x, and what XLA's dense float32 product reaches on one core (in a process pinned to it); and the
 serving engine alone (no HTTP), 8 clients awaiting it against 1, which says how much of the
 gap is the engine's and how much the HTTP side's. Every round is bounded in time; a request
 still open when its round's time is up counts as an error.
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import httpx
 import numpy as np
@@ -138,27 +141,91 @@ def report(name: str, r: dict, mem: dict[str, float] | None = None) -> None:
         print(f"{'':>12}first error: {r['errors'][0]}")
 
 
-def batching_limit(workdir: str, tokens: int = 256) -> float:
-    """Tokens/s of the decode loop sampling 8 rows over 1 row (best of 3, after a compiling run),
-    in this process while the server is idle."""
-    from gptjax.generate.generator import Generator
-    from gptjax.generate.settings import GenerationSettings
+class LoopLimit(NamedTuple):
+    """The serving loop alone at 1 and 8 rows, and the rate of XLA's dense product on one core."""
+
+    one_row_s: float     # a step of one row
+    eight_rows_s: float  # a step of 8 rows
+    flops: float         # of one token (XLA's count)
+    core_rate: float     # flop/s of XLA's dense float32 product on one core
+
+    @property
+    def ratio(self) -> float:
+        return 8 * self.one_row_s / self.eight_rows_s
+
+    @property
+    def rate_for_4x(self) -> float:
+        """Flop/s 8-row steps must reach for 8 rows to give 4 times one row's tokens/s."""
+        return 8 * self.flops / (2 * self.one_row_s)
+
+
+def loop_limit(workdir: str, tokens: int, calls: int = 30) -> LoopLimit:
+    """Steps of the server's own compiled loop (`batch_decode.advance`, the batches the engine
+    makes for requests of `tokens` tokens, its chunk of tokens a call), p10 over `calls` batches
+    decoded to the end, in this process while the server is idle."""
+    import jax
+    from gptjax.serve import batch_decode
+    from gptjax.serve.engine import Engine, Job, Row, Sampling
     from gptjax.workdir import load_model
 
     model, tokenizer, _ = load_model(workdir)
-    generator = Generator(model, tokenizer)
-    settings = GenerationSettings(strategy="sample", temperature=1.0, max_new_tokens=tokens)
-    prompt = generator.encode(MESSAGES[0]["content"])
-    rates = []
-    for rows in (1, 8):
-        generator.generate([prompt] * rows, settings)
-        seconds = []
-        for _ in range(3):
-            started = time.perf_counter()
-            generator.generate([prompt] * rows, settings)
-            seconds.append(time.perf_counter() - started)
-        rates.append(rows * tokens / min(seconds))
-    return rates[1] / rates[0]
+    engine = Engine("bench", model, tokenizer)
+    prompt = np.asarray(tokenizer.encode(MESSAGES[0]["content"]), np.int32)
+
+    async def rows(n: int) -> list[Row]:  # a Job belongs to an event loop
+        job = Job(prompt, Sampling(max_new=tokens, n=n), asyncio.Queue())
+        return [Row(job, c) for c in range(n)]
+
+    step = {}
+    try:
+        for n in (1, 8):
+            batch_rows, seconds = asyncio.run(rows(n)), []
+            for _ in range(calls + 1):  # the first compiles
+                batch = engine.prefill(batch_rows)
+                st, leaving = jax.block_until_ready(batch.state), np.zeros(batch.layout.batch, bool)
+                while not np.all(jax.device_get(st.done)):
+                    started = time.perf_counter()
+                    st = batch_decode.advance(engine.generator.graphdef, engine.generator.params, st, leaving,
+                                              batch.knobs, engine.chunk, layout=batch.layout, plan=batch.plan)
+                    jax.block_until_ready(st)
+                    seconds.append((time.perf_counter() - started) / int(engine.chunk))
+            step[n] = float(np.percentile(seconds[tokens // int(engine.chunk):], 10))
+    finally:
+        engine.close()
+    return LoopLimit(step[1], step[8], token_flops(model, engine.block_size), core_rate())
+
+
+def token_flops(model, width: int) -> float:
+    """XLA's count of the flops of a forward over a context of `width` tokens, per token."""
+    import jax
+    from flax import nnx
+
+    graphdef, params = nnx.split(model)
+    forward = jax.jit(lambda p, ids: nnx.merge(graphdef, p)(ids)).lower(params, jax.numpy.zeros((1, width), int))
+    return forward.compile().cost_analysis()["flops"] / width
+
+
+CORE_RATE = """
+import os, time
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before jax starts its threads
+import jax, jax.numpy as jnp
+a = jnp.ones((1024, 1024), jnp.float32)
+product = jax.jit(lambda a: a @ a)
+product(a).block_until_ready()
+best = float("inf")
+for _ in range(10):
+    started = time.perf_counter()
+    product(a).block_until_ready()
+    best = min(best, time.perf_counter() - started)
+print(2 * 1024**3 / best)
+"""
+
+
+def core_rate() -> float:
+    """Flop/s of XLA's float32 product of two 1024 x 1024 matrices on one core, in a process of
+    its own pinned to that core (a thread's affinity holds only for the threads it starts)."""
+    return float(subprocess.run([sys.executable, "-c", CORE_RATE], check=True, capture_output=True,
+                                text=True).stdout)
 
 
 def engine_ratio(workdir: str, sequential: int, max_tokens: int, pairs: int) -> float:
@@ -251,11 +318,16 @@ def main(argv: list[str] | None = None) -> None:
                     report(f"{clients} client{'s' if clients > 1 else ''}", result)
                     rates[clients].append(result["tokens"] / result["seconds"])
             ratio = np.median(rates[8]) / max(np.median(rates[1]), 1e-9)
-            limit = batching_limit(workdir)
+            loop = loop_limit(workdir, args.max_tokens)
             alone = engine_ratio(workdir, args.sequential, args.max_tokens, args.pairs)
+            print(f"the server's decode loop alone: a step of 1 row {loop.one_row_s * 1e6:.0f} us, of 8 rows "
+                  f"{loop.eight_rows_s * 1e6:.0f} us ({8 * loop.flops / loop.eight_rows_s / 1e9:.1f} GFLOP/s at "
+                  f"{loop.flops / 1e6:.2f} MFLOP a token), {loop.ratio:.1f}x the tokens/s at 8 rows; 4x needs 8-row "
+                  f"steps of {2 * loop.one_row_s * 1e6:.0f} us, {loop.rate_for_4x / 1e9:.1f} GFLOP/s (XLA's dense "
+                  f"float32 product reaches {loop.core_rate / 1e9:.1f} on one core)")
             print(f"8 clients give {ratio:.1f}x the total tokens/s of 1 client (medians of {args.pairs}; target: "
-                  f">= 4x; on this model and machine the decode loop alone gives {limit:.1f}x at 8 rows against 1, "
-                  f"and the engine without HTTP {alone:.1f}x at 8 clients against 1)")
+                  f">= 4x; the decode loop alone gives {loop.ratio:.1f}x at 8 rows against 1, and the engine "
+                  f"without HTTP {alone:.1f}x at 8 clients against 1)")
         finally:
             server.terminate()
             server.wait(30)
