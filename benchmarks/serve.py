@@ -176,11 +176,11 @@ def loop_limit(workdir: str, tokens: int, calls: int = 30) -> LoopLimit:
         job = Job(prompt, Sampling(max_new=tokens, n=n), asyncio.Queue())
         return [Row(job, c) for c in range(n)]
 
-    step = {}
+    step, chunk = {}, int(engine.chunk)
     try:
         for n in (1, 8):
             batch_rows, seconds = asyncio.run(rows(n)), []
-            for _ in range(calls + 1):  # the first compiles
+            for timed in [False] + [True] * calls:  # the first batch compiles
                 batch = engine.prefill(batch_rows)
                 st, leaving = jax.block_until_ready(batch.state), np.zeros(batch.layout.batch, bool)
                 while not np.all(jax.device_get(st.done)):
@@ -188,8 +188,9 @@ def loop_limit(workdir: str, tokens: int, calls: int = 30) -> LoopLimit:
                     st = batch_decode.advance(engine.generator.graphdef, engine.generator.params, st, leaving,
                                               batch.knobs, engine.chunk, layout=batch.layout, plan=batch.plan)
                     jax.block_until_ready(st)
-                    seconds.append((time.perf_counter() - started) / int(engine.chunk))
-            step[n] = float(np.percentile(seconds[tokens // int(engine.chunk):], 10))
+                    if timed:
+                        seconds.append((time.perf_counter() - started) / chunk)
+            step[n] = float(np.percentile(seconds, 10))
     finally:
         engine.close()
     return LoopLimit(step[1], step[8], token_flops(model, engine.block_size), core_rate())
@@ -206,18 +207,13 @@ def token_flops(model, width: int) -> float:
 
 
 CORE_RATE = """
-import os, time
+import os
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before jax starts its threads
 import jax, jax.numpy as jnp
+from benchmarks.decode import best_time
 a = jnp.ones((1024, 1024), jnp.float32)
 product = jax.jit(lambda a: a @ a)
-product(a).block_until_ready()
-best = float("inf")
-for _ in range(10):
-    started = time.perf_counter()
-    product(a).block_until_ready()
-    best = min(best, time.perf_counter() - started)
-print(2 * 1024**3 / best)
+print(2 * 1024**3 / best_time(lambda: product(a), 10))
 """
 
 
