@@ -185,8 +185,8 @@ def loop_limit(workdir: str, tokens: int, calls: int = 30) -> LoopLimit:
                 st, leaving = jax.block_until_ready(batch.state), np.zeros(batch.layout.batch, bool)
                 while not np.all(jax.device_get(st.done)):
                     started = time.perf_counter()
-                    st = batch_decode.advance(engine.generator.graphdef, engine.generator.params, st, leaving,
-                                              batch.knobs, engine.chunk, layout=batch.layout, plan=batch.plan)
+                    st, _ = batch_decode.advance(engine.generator.graphdef, engine.generator.params, st, leaving,
+                                                 batch.knobs, engine.chunk, layout=batch.layout, plan=batch.plan)
                     jax.block_until_ready(st)
                     if timed:
                         seconds.append((time.perf_counter() - started) / chunk)

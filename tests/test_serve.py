@@ -253,6 +253,23 @@ def test_requests_decoded_together_match_each_alone(model, monkeypatch):
         e.close()
 
 
+def test_each_call_of_the_loop_starts_before_the_host_reads_the_one_before(model, monkeypatch):
+    from gptjax.serve import batch_decode, engine as engine_lib
+
+    events, advance, read = [], batch_decode.advance, engine_lib.Snapshot.of
+    monkeypatch.setattr(batch_decode, "advance", lambda *a, **k: events.append("call") or advance(*a, **k))
+    monkeypatch.setattr(engine_lib.Snapshot, "of", lambda view: events.append("read") or read(view))
+    e = engine(model, chunk=2)
+    try:
+        assert asyncio.run(decode(e, [("First", Sampling(max_new=24, seed=1))]))[0][1] == "length"
+        assert wait_until(lambda: e.stats()["running"] == 0)  # the thread reads on after the request ends
+        # 12 calls of 2 tokens, each started before the last one's tokens are read, then one more
+        # that the host starts before it reads that the row is done (it decodes nothing)
+        assert events == ["call"] + ["call", "read"] * 12 + ["read"]
+    finally:
+        e.close()
+
+
 def test_a_joining_request_takes_a_free_row_only_where_its_context_and_tokens_fit(model):
     from types import SimpleNamespace
 

@@ -68,10 +68,23 @@ def step(model, st: decoder.DecodeState, layout: Layout, plan: RowPlan, knobs: R
     return decoder.extend(model, st, layout)
 
 
+class View(NamedTuple):
+    """What the host reads of a batch after a call of the loop, in arrays of their own: the
+    state itself may already be in the next call (donated) while these are read."""
+
+    tokens: jax.Array
+    done: jax.Array
+    end: jax.Array
+    key: jax.Array
+    length: jax.Array
+    index: jax.Array  # the cache's write index
+    first_slot: jax.Array
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout", "plan"), donate_argnames=("st",),
                    compiler_options=decoder.COMPILER_OPTIONS)
 def advance(graphdef, params, st: decoder.DecodeState, leaving: jax.Array, knobs: RowKnobs, steps: jax.Array, *,
-            layout: Layout, plan: RowPlan) -> decoder.DecodeState:
+            layout: Layout, plan: RowPlan) -> tuple[decoder.DecodeState, View]:
     """Decode up to `steps` tokens per row (or until every row is done) in one compiled loop;
     rows marked in `leaving` (B,) are done first."""
     st = st._replace(done=st.done | leaving)
@@ -83,7 +96,8 @@ def advance(graphdef, params, st: decoder.DecodeState, leaving: jax.Array, knobs
         i, s = carry
         return (i < steps) & ~jnp.all(s.done)
 
-    return jax.lax.while_loop(more, body, (jnp.zeros((), jnp.int32), st))[1]
+    st = jax.lax.while_loop(more, body, (jnp.zeros((), jnp.int32), st))[1]
+    return st, View(st.tokens, st.done, st.end, st.key, st.length, st.cache.index, st.first_slot)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout"), donate_argnames=("st",),

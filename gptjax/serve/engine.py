@@ -11,8 +11,10 @@ Only a request that does not fit even so (or joins a one-row batch) makes the li
 the new ones be prefilled again together into a new batch (a row's context is its prompt plus
 what it has generated). Shapes are bucketed (one row or a full batch, prompt width, token
 budget, count of joining rows), so only a new bucket compiles.
-A row whose client went away, or whose text reached a stop string, is marked done at the
-next pause and leaves the batch.
+While nobody waits to join, each call of the loop starts before the host reads the tokens of
+the call before it, so the host's work per call overlaps the device's. A row whose client
+went away, or whose text reached a stop string, is marked done at the next call that starts
+and leaves the batch.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class Row:
 
 
 class Snapshot(NamedTuple):
-    """What the host reads of a batch's state after each call of the loop, fetched together."""
+    """What the host reads of a batch after each call of the loop, fetched together."""
 
     tokens: np.ndarray
     done: np.ndarray
@@ -160,9 +162,8 @@ class Snapshot(NamedTuple):
     first_slot: np.ndarray
 
     @classmethod
-    def of(cls, st: decoder.DecodeState) -> "Snapshot":
-        tokens, done, end, key, length, index, first = jax.device_get(
-            (st.tokens, st.done, st.end, st.key, st.length, st.cache.index, st.first_slot))
+    def of(cls, view: batch_decode.View) -> "Snapshot":
+        tokens, done, end, key, length, index, first = jax.device_get(tuple(view))
         return cls(tokens, done, end, key, int(length), int(index), first)
 
 
@@ -259,9 +260,7 @@ class Engine:
         """Decode until no row is live and nobody waits; `rows` is filled in place (for errors)."""
         batch = None
         while True:
-            for row in rows:
-                row.finished |= row.job.cancelled.is_set()
-            live = [r for r in rows if not r.finished]
+            live = self.live(rows)
             joining = self.admit(self.max_batch - len(live)) if self.waiting else []
             if joining:
                 rows[:] = live + joining
@@ -270,11 +269,39 @@ class Engine:
             elif not live:
                 return
             self.running = len(live) + len(joining)
-            leaving = np.array([r is None or r.finished for r in batch.rows])
-            state = batch_decode.advance(self.generator.graphdef, self.generator.params, batch.state, leaving,
-                                         batch.knobs, self.chunk, layout=batch.layout, plan=batch.plan)
-            batch = batch._replace(state=state, host=Snapshot.of(state))
+            batch = self.run(batch, rows)
+
+    @staticmethod
+    def live(rows: list[Row]) -> list[Row]:
+        """The rows not finished; a row whose client went away is finished here."""
+        for row in rows:
+            row.finished |= row.job.cancelled.is_set()
+        return [r for r in rows if not r.finished]
+
+    def call(self, batch: Batch) -> tuple[decoder.DecodeState, batch_decode.View]:
+        """Start one call of the compiled loop on the batch (it runs while the host goes on)."""
+        leaving = np.array([r is None or r.finished for r in batch.rows])
+        return batch_decode.advance(self.generator.graphdef, self.generator.params, batch.state, leaving,
+                                    batch.knobs, self.chunk, layout=batch.layout, plan=batch.plan)
+
+    def run(self, batch: Batch, rows: list[Row]) -> Batch:
+        """Call the loop and hand out its tokens until a request waits to join or no row is live.
+        The next call starts before the host reads the last one's tokens (fetching them, text,
+        events), so that this work overlaps the next call's compute instead of leaving the
+        device idle: a row that the host ends (a stop string, a client gone) leaves one call
+        later, and what it decodes meanwhile is never shown. Returns the batch with no call in
+        flight, its `host` read from its `state`."""
+        state, view = self.call(batch)
+        while True:
+            ahead = None
+            if not self.waiting and self.live(rows):
+                ahead = self.call(batch._replace(state=state))
+                state = ahead[0]
+            batch = batch._replace(state=state, host=Snapshot.of(view))
             self.collect(batch)
+            if ahead is None:
+                return batch
+            view = ahead[1]
 
     def prefill(self, rows: list[Row]) -> Batch:
         """A batch state for these rows, each prompt followed by what the row generated so far."""
